@@ -1,0 +1,167 @@
+//! [`Completion`]: what `next_completion` hands out, and [`Status`], how an I/O ended.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::driver::Driver;
+use crate::error::{Error, ErrorKind, Result};
+use crate::isb::Isb;
+use crate::request::Op;
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// Done: a read got at least `min` bytes, a write sent everything, an accept or connect
+    /// succeeded, a close closed, a post was posted.
+    Ok,
+    /// A read reached the end of the stream before `min` bytes arrived;
+    /// [`Completion::bytes`] says how many did (possibly zero).
+    Eof,
+    /// Cancelled by `cancel`, `close`, `deassign` or shutdown before it finished.
+    Cancelled,
+    /// The stream's deadline passed while the I/O was pending.
+    TimedOut,
+    /// The peer reset or hung up the connection ([`Completion::error`] has the detail).
+    Abandoned,
+    /// The OS reported an error ([`Completion::error`] has it).
+    Failed,
+}
+
+/// One finished operation: whose it was (the user's token and the ISB), what it was, how it
+/// ended, how many bytes moved, and the buffers it owned.
+///
+/// Dropping a completion drops what it carries: buffers are freed and an accepted stream that
+/// was never assigned is closed, so nothing leaks.
+pub struct Completion {
+    pub(crate) token: u64,
+    pub(crate) isb: Option<Isb>,
+    pub(crate) op: Op,
+    pub(crate) status: Status,
+    pub(crate) bytes: usize,
+    pub(crate) buf: Option<Vec<u8>>,
+    pub(crate) bufs: Vec<Vec<u8>>,
+    pub(crate) accepted: Option<Box<dyn Driver>>,
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) value: u64,
+    pub(crate) error: Option<Error>,
+}
+
+impl Completion {
+    pub(crate) fn new(token: u64, isb: Option<Isb>, op: Op, status: Status) -> Completion {
+        Completion {
+            token,
+            isb,
+            op,
+            status,
+            bytes: 0,
+            buf: None,
+            bufs: Vec::new(),
+            accepted: None,
+            addr: None,
+            value: 0,
+            error: None,
+        }
+    }
+
+    /// The token given to [`Port::assign`](crate::Port::assign) (or to `post`).
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The stream the operation ran on; `None` for a post.
+    pub fn isb(&self) -> Option<&Isb> {
+        self.isb.as_ref()
+    }
+
+    /// The operation.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// How it ended.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Bytes transferred (for a read: the bytes at the start of the buffer that are new).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The detail of an `Abandoned` or `Failed` status.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// `Ok(bytes)` for `Ok` and `Eof`; otherwise the error, with a kind matching the status.
+    pub fn result(&self) -> Result<usize> {
+        match self.status {
+            Status::Ok | Status::Eof => Ok(self.bytes),
+            Status::Abandoned | Status::Failed => {
+                Err(self.error.clone().unwrap_or_else(|| self.plain_error(ErrorKind::Abandoned)))
+            }
+            Status::Cancelled => Err(self.plain_error(ErrorKind::Cancelled)),
+            Status::TimedOut => Err(self.plain_error(ErrorKind::TimedOut)),
+        }
+    }
+
+    fn plain_error(&self, kind: ErrorKind) -> Error {
+        let what = match kind {
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::TimedOut => "timed out",
+            _ => "abandoned by the peer",
+        };
+        Error::new(kind, format!("{} on stream {} {what}", self.op, self.token))
+    }
+
+    /// The buffer of a read, write, recv_from or send_to.
+    pub fn buffer(&self) -> Option<&[u8]> {
+        self.buf.as_deref()
+    }
+
+    /// The bytes a read or recv_from received: `&buffer[..bytes]`.
+    pub fn data(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) if matches!(self.op, Op::Read | Op::RecvFrom) => &b[..self.bytes.min(b.len())],
+            _ => &[],
+        }
+    }
+
+    /// Takes the buffer back out.
+    pub fn take_buffer(&mut self) -> Option<Vec<u8>> {
+        self.buf.take()
+    }
+
+    /// Takes the buffers of a vectored read or write back out.
+    pub fn take_buffers(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.bufs)
+    }
+
+    /// Takes the stream an accept produced, ready for [`Port::assign`](crate::Port::assign).
+    pub fn take_accepted(&mut self) -> Option<Box<dyn Driver>> {
+        self.accepted.take()
+    }
+
+    /// The peer of an accept, or the sender of a recv_from.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// The value of a post.
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("token", &self.token)
+            .field("op", &self.op)
+            .field("status", &self.status)
+            .field("bytes", &self.bytes)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,449 @@
+//! The ISB (I/O synchronization block): one assigned stream, its two sides and their state
+//! machine, and the step that moves a pending request forward. No syscalls here: the driver
+//! does the I/O. See ARCHITECTURE.md, "ISB states".
+//!
+//! Each side (read, write) is always in one of seed 000's states:
+//!
+//! ```text
+//!   PROCESSED --start_io--> BUSY --finish--> COMPLETED --next_completion--> PROCESSED
+//! ```
+//!
+//! Every move but the last happens with the stream's lock held; the last is a single store by
+//! the thread that took the completion off the queue.
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::RawFd;
+
+use crate::completion::{Completion, Status};
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::request::{Kind, Op, Progress, Request, Side};
+use crate::sync::{lock, Arc, AtomicU8, Mutex, MutexGuard, Ordering};
+use crate::sys::Interest;
+use crate::timer::TimerId;
+use crate::token::Token;
+
+/// A new I/O may be started on the side.
+pub(crate) const PROCESSED: u8 = 0;
+/// An I/O is in progress on the side.
+pub(crate) const BUSY: u8 = 1;
+/// The side's I/O finished and its completion is queued, not yet taken.
+pub(crate) const COMPLETED: u8 = 2;
+
+/// A handle to one stream assigned to a port: pass it to the port's I/O calls.
+///
+/// Cloning is cheap (a reference count). An ISB stays valid as a value after its stream is
+/// deassigned or closed; using it then gives a `NotAssigned` error. Completions carry the ISB
+/// of their stream.
+#[derive(Clone)]
+pub struct Isb {
+    pub(crate) stream: Arc<Stream>,
+}
+
+impl Isb {
+    /// The token given at assign.
+    pub fn token(&self) -> u64 {
+        self.stream.user_token
+    }
+
+    /// Whether the stream is still assigned (not deassigned, closed or torn down).
+    pub fn is_assigned(&self) -> bool {
+        lock(&self.stream.inner).driver.is_some()
+    }
+
+    /// The fd of the stream while it is assigned.
+    pub fn fd(&self) -> Option<RawFd> {
+        let inner = lock(&self.stream.inner);
+        inner.driver.as_ref().map(|d| d.fd())
+    }
+}
+
+impl PartialEq for Isb {
+    fn eq(&self, other: &Isb) -> bool {
+        Arc::ptr_eq(&self.stream, &other.stream)
+    }
+}
+
+impl Eq for Isb {}
+
+impl fmt::Debug for Isb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Isb").field("token", &self.stream.user_token).field("slot", &self.stream.token).finish()
+    }
+}
+
+/// The shared part of an ISB.
+pub(crate) struct Stream {
+    /// Identity of the owning port (the address of its shared state).
+    pub(crate) port_key: usize,
+    /// Slot and generation: what epoll and the timers carry to find this stream.
+    pub(crate) token: Token,
+    /// The user's token.
+    pub(crate) user_token: u64,
+    /// PROCESSED / BUSY / COMPLETED per side.
+    sides: [AtomicU8; 2],
+    /// Everything else, under the stream's lock.
+    pub(crate) inner: Mutex<Inner>,
+}
+
+/// One request in progress and how far it got.
+pub(crate) struct Pending {
+    pub(crate) req: Request,
+    /// Bytes transferred so far.
+    pub(crate) done: usize,
+}
+
+/// The locked part of a stream.
+pub(crate) struct Inner {
+    /// `None` once deassigned or closed.
+    pub(crate) driver: Option<Box<dyn Driver>>,
+    /// The request pending on each side.
+    pub(crate) pending: [Option<Pending>; 2],
+    /// What epoll is (as far as we know) armed for. Cleared when an event is taken.
+    pub(crate) armed: Interest,
+    /// The deadline timer and its sequence number, if one is set.
+    pub(crate) deadline: Option<(TimerId, u32)>,
+    /// The accept back-off timer after EMFILE/ENFILE, if running: the read side is neither
+    /// tried nor armed until it fires.
+    pub(crate) backoff: Option<(TimerId, u32)>,
+}
+
+/// What one step of a pending request came to.
+pub(crate) enum Step {
+    /// Not finished; wait for readiness.
+    Pending,
+    /// Finished with this status; the completion is built from the request.
+    Done(Status, Option<io::Error>),
+    /// An accept produced a stream.
+    Accepted(Box<dyn Driver>, Option<std::net::SocketAddr>),
+    /// A recv_from got a datagram from this address.
+    Received(std::net::SocketAddr),
+}
+
+impl Stream {
+    pub(crate) fn new(port_key: usize, token: Token, user_token: u64, driver: Box<dyn Driver>) -> Stream {
+        Stream {
+            port_key,
+            token,
+            user_token,
+            sides: [AtomicU8::new(PROCESSED), AtomicU8::new(PROCESSED)],
+            inner: Mutex::new(Inner {
+                driver: Some(driver),
+                pending: [None, None],
+                armed: Interest::NONE,
+                deadline: None,
+                backoff: None,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// The side's state (PROCESSED, BUSY or COMPLETED).
+    pub(crate) fn side_state(&self, side: Side) -> u8 {
+        self.sides[side as usize].load(Ordering::Acquire)
+    }
+
+    /// PROCESSED -> BUSY, with the lock held. False when the side is not PROCESSED.
+    pub(crate) fn begin(&self, side: Side, _locked: &Inner) -> bool {
+        self.sides[side as usize].compare_exchange(PROCESSED, BUSY, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// BUSY -> COMPLETED, with the lock held, just before the completion is queued.
+    pub(crate) fn finish(&self, side: Side, _locked: &Inner) {
+        self.sides[side as usize].store(COMPLETED, Ordering::Release);
+    }
+
+    /// COMPLETED -> PROCESSED, by the thread that took the completion.
+    pub(crate) fn processed(&self, side: Side) {
+        let _ = self.sides[side as usize].compare_exchange(COMPLETED, PROCESSED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// A description for messages: "tcp stream 7 (fd 5)".
+    pub(crate) fn describe(&self, inner: &Inner) -> String {
+        match &inner.driver {
+            Some(d) => format!("{} {} (fd {})", d.name(), self.user_token, d.fd()),
+            None => format!("stream {}", self.user_token),
+        }
+    }
+}
+
+impl Inner {
+    /// What epoll should watch for, given the pending requests.
+    pub(crate) fn interest(&self) -> Interest {
+        Interest {
+            readable: self.pending[Side::Read as usize].is_some() && self.backoff.is_none(),
+            writable: self.pending[Side::Write as usize].is_some(),
+        }
+    }
+
+    /// Runs the pending request of `side` as far as the driver lets it without blocking.
+    /// `hangup` says epoll reported a hang-up or error: an I/O that would still block then
+    /// ends as `Abandoned` rather than waiting for an event that will not come.
+    pub(crate) fn step(&mut self, side: Side, hangup: bool) -> Step {
+        let (Some(driver), Some(p)) = (self.driver.as_mut(), self.pending[side as usize].as_mut()) else {
+            return Step::Pending;
+        };
+        let step = run(driver.as_mut(), p);
+        match step {
+            Step::Pending if hangup => Step::Done(Status::Abandoned, None),
+            s => s,
+        }
+    }
+}
+
+fn io_status(e: &io::Error) -> Status {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+            Status::Abandoned
+        }
+        _ => Status::Failed,
+    }
+}
+
+fn report(progress: &mut Option<Progress>, done: usize) {
+    if let Some(f) = progress {
+        f(done);
+    }
+}
+
+/// One step of a request against a driver.
+fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
+    let Pending { req, done } = p;
+    let Request { kind, progress } = req;
+    loop {
+        let err: io::Error = match kind {
+            Kind::Read { buf, min, max } => match driver.read(&mut buf[*done..*max]) {
+                Ok(0) => return Step::Done(if *done >= *min { Status::Ok } else { Status::Eof }, None),
+                Ok(n) => {
+                    let asked = *max - *done;
+                    *done += n;
+                    if *done >= *min {
+                        return Step::Done(Status::Ok, None);
+                    }
+                    report(progress, *done);
+                    if n < asked {
+                        // A short read drained the socket: wait for readiness, no speculative read.
+                        return Step::Pending;
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            },
+            Kind::ReadVectored { bufs, min } => {
+                let total: usize = bufs.iter().map(Vec::len).sum();
+                let mut slices = slices_mut(bufs, *done);
+                match driver.read_vectored(&mut slices) {
+                    Ok(0) => return Step::Done(if *done >= *min { Status::Ok } else { Status::Eof }, None),
+                    Ok(n) => {
+                        let asked = total - *done;
+                        *done += n;
+                        if *done >= *min || *done == total {
+                            return Step::Done(Status::Ok, None);
+                        }
+                        report(progress, *done);
+                        if n < asked {
+                            return Step::Pending;
+                        }
+                        continue;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Kind::Write { buf } => match driver.write(&buf[*done..]) {
+                Ok(n) => {
+                    let asked = buf.len() - *done;
+                    *done += n;
+                    if *done == buf.len() {
+                        return Step::Done(Status::Ok, None);
+                    }
+                    report(progress, *done);
+                    if n < asked {
+                        // The send buffer is full: wait for writability.
+                        return Step::Pending;
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            },
+            Kind::WriteVectored { bufs } => {
+                let total: usize = bufs.iter().map(Vec::len).sum();
+                let slices = slices(bufs, *done);
+                match driver.write_vectored(&slices) {
+                    Ok(n) => {
+                        let asked = total - *done;
+                        *done += n;
+                        if *done == total {
+                            return Step::Done(Status::Ok, None);
+                        }
+                        report(progress, *done);
+                        if n < asked {
+                            return Step::Pending;
+                        }
+                        continue;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Kind::Accept => match driver.accept() {
+                Ok((d, addr)) => return Step::Accepted(d, addr),
+                // The connection died in the backlog: try the next one.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(e) => e,
+            },
+            Kind::Connect => match driver.finish_connect() {
+                Ok(()) => return Step::Done(Status::Ok, None),
+                Err(e) => e,
+            },
+            Kind::RecvFrom { buf } => match driver.recv_from(buf) {
+                Ok((n, addr)) => {
+                    *done = n;
+                    return Step::Received(addr);
+                }
+                Err(e) => e,
+            },
+            Kind::SendTo { buf, addr } => match driver.send_to(buf, *addr) {
+                Ok(n) => {
+                    *done = n;
+                    return Step::Done(Status::Ok, None);
+                }
+                Err(e) => e,
+            },
+        };
+        match err.kind() {
+            io::ErrorKind::WouldBlock if matches!(kind, Kind::Read { min: 0, .. }) => {
+                return Step::Done(Status::Ok, None)
+            }
+            io::ErrorKind::WouldBlock => return Step::Pending,
+            io::ErrorKind::Interrupted => continue,
+            _ => return Step::Done(io_status(&err), Some(err)),
+        }
+    }
+}
+
+/// The unfilled parts of `bufs`, skipping the first `skip` bytes.
+fn slices_mut(bufs: &mut [Vec<u8>], mut skip: usize) -> Vec<IoSliceMut<'_>> {
+    let mut out = Vec::with_capacity(bufs.len());
+    for b in bufs.iter_mut() {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        out.push(IoSliceMut::new(&mut b[skip..]));
+        skip = 0;
+    }
+    out
+}
+
+/// The unsent parts of `bufs`, skipping the first `skip` bytes.
+fn slices(bufs: &[Vec<u8>], mut skip: usize) -> Vec<IoSlice<'_>> {
+    let mut out = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        out.push(IoSlice::new(&b[skip..]));
+        skip = 0;
+    }
+    out
+}
+
+/// Builds the completion of a finished request.
+pub(crate) fn completion(isb: Isb, op: Op, pending: Pending, status: Status, error: Option<Error>) -> Completion {
+    let token = isb.stream.user_token;
+    let mut c = Completion::new(token, Some(isb), op, status);
+    c.bytes = pending.done;
+    c.error = error;
+    match pending.req.kind {
+        Kind::Read { buf, .. } | Kind::Write { buf } | Kind::RecvFrom { buf } | Kind::SendTo { buf, .. } => {
+            c.buf = Some(buf)
+        }
+        Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => c.bufs = bufs,
+        Kind::Accept | Kind::Connect => {}
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_skip_across_buffers() {
+        let bufs = vec![vec![1u8; 3], vec![2u8; 2], vec![3u8; 4]];
+        let s = slices(&bufs, 4);
+        assert_eq!(s.len(), 2);
+        assert_eq!(&*s[0], &[2u8][..]);
+        assert_eq!(s[1].len(), 4);
+        assert!(slices(&bufs, 9).is_empty());
+    }
+
+    /// A scripted driver: each call returns the next scripted result.
+    struct Script {
+        reads: Vec<io::Result<usize>>,
+    }
+
+    impl Driver for Script {
+        fn name(&self) -> &'static str {
+            "script"
+        }
+        fn fd(&self) -> RawFd {
+            -1
+        }
+        fn supports(&self, _: Op) -> bool {
+            true
+        }
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let r = self.reads.remove(0);
+            if let Ok(n) = r {
+                buf[..n].fill(7);
+            }
+            r
+        }
+    }
+
+    fn pending(req: Request) -> Pending {
+        Pending { req, done: 0 }
+    }
+
+    #[test]
+    fn read_waits_for_min_and_reports_progress() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut p = pending(Request::read(vec![0; 10], 4..=10).on_progress(move |n| s2.lock().unwrap().push(n)));
+        let mut d = Script { reads: vec![Ok(1), Err(io::ErrorKind::WouldBlock.into()), Ok(2), Ok(3)] };
+        assert!(matches!(run(&mut d, &mut p), Step::Pending));
+        assert_eq!(p.done, 1);
+        assert!(matches!(run(&mut d, &mut p), Step::Pending), "would block");
+        assert!(matches!(run(&mut d, &mut p), Step::Pending), "a short read of 2 drains: no speculative read");
+        assert!(matches!(run(&mut d, &mut p), Step::Done(Status::Ok, None)));
+        assert_eq!(p.done, 6);
+        assert_eq!(*seen.lock().unwrap(), vec![1, 3]);
+    }
+
+    #[test]
+    fn read_eof_before_min_is_eof() {
+        let mut p = pending(Request::read(vec![0; 10], 5..=10));
+        let mut d = Script { reads: vec![Ok(2), Ok(0)] };
+        assert!(matches!(run(&mut d, &mut p), Step::Pending));
+        assert!(matches!(run(&mut d, &mut p), Step::Done(Status::Eof, None)));
+        assert_eq!(p.done, 2);
+    }
+
+    #[test]
+    fn reset_is_abandoned_and_other_errors_fail() {
+        let mut p = pending(Request::read_some(vec![0; 4]));
+        let mut d = Script {
+            reads: vec![
+                Err(io::Error::from_raw_os_error(libc::ECONNRESET)),
+                Err(io::Error::from_raw_os_error(libc::EIO)),
+            ],
+        };
+        assert!(matches!(run(&mut d, &mut p), Step::Done(Status::Abandoned, Some(_))));
+        assert!(matches!(run(&mut d, &mut p), Step::Done(Status::Failed, Some(_))));
+    }
+}

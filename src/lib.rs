@@ -1,0 +1,65 @@
+//! # cport: an I/O completion port for Linux
+//!
+//! Start an I/O on a stream; any of many threads picks up its completion with
+//! [`Port::next_completion`], in the order operations finish.
+//!
+//! - A [`Port`] owns one epoll instance and a few worker threads. Streams are registered with
+//!   `EPOLLONESHOT` and re-armed only while they have pending I/O, so one worker at a time
+//!   services a stream. Workers do the nonblocking I/O themselves and queue [`Completion`]s.
+//! - A stream is attached with [`Port::assign`] through a [`Driver`] (built-ins in
+//!   [`driver`]: TCP, Unix-domain, UDP, any native fd) and named by its [`Isb`]. Each stream
+//!   is full duplex: one read-side and one write-side I/O may be pending at once.
+//! - Every I/O that was started ends in exactly one completion: success, end of stream,
+//!   error, peer hang-up, cancel, close, timeout, deassign or shutdown. Buffers are owned
+//!   by the request and come back in the completion.
+//!
+//! ```
+//! use cport::{Port, Request, Op};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::io::{Read, Write};
+//!
+//! let port = Port::new()?;
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! let lis = port.assign(cport::driver::TcpListener::new(listener), 0)?;
+//! port.accept(&lis)?;
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! let mut c = port.next_completion(None)?.unwrap();
+//! assert_eq!(c.op(), Op::Accept);
+//! let conn = port.assign_boxed(c.take_accepted().unwrap(), 1)?;
+//!
+//! client.write_all(b"ping")?;
+//! port.start_io(&conn, Request::read_exact(vec![0; 4]))?;
+//! let mut c = port.next_completion(None)?.unwrap();
+//! port.write(&conn, c.take_buffer().unwrap())?; // echo it back
+//! let c = port.next_completion(None)?.unwrap();
+//! assert_eq!((c.op(), c.bytes()), (Op::Write, 4));
+//! let mut back = [0; 4];
+//! client.read_exact(&mut back)?;
+//! assert_eq!(&back, b"ping");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod completion;
+pub mod driver;
+mod error;
+mod isb;
+mod port;
+mod queue;
+mod request;
+mod sleep;
+mod sync;
+mod sys;
+mod timer;
+mod token;
+mod worker;
+
+pub use completion::{Completion, Status};
+pub use driver::Driver;
+pub use error::{Error, ErrorKind, Result, StartError};
+pub use isb::Isb;
+pub use port::{Builder, Port};
+pub use request::{Op, Progress, Request};

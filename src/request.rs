@@ -1,0 +1,272 @@
+//! What a caller asks a stream to do: [`Request`], and [`Op`], the name of an operation.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+
+/// The operation a request or completion is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// Read `min..=max` bytes into one buffer.
+    Read,
+    /// Read into several buffers, in order.
+    ReadVectored,
+    /// Write every byte of one buffer.
+    Write,
+    /// Write every byte of several buffers, in order.
+    WriteVectored,
+    /// Accept one connection on a listener.
+    Accept,
+    /// Connect a new stream (see [`Port::connect`](crate::Port::connect)).
+    Connect,
+    /// Receive one datagram and its sender.
+    RecvFrom,
+    /// Send one datagram to an address.
+    SendTo,
+    /// Close the stream (see [`Port::close`](crate::Port::close)).
+    Close,
+    /// A user completion from [`Port::post`](crate::Port::post).
+    Post,
+}
+
+/// Which half of a full-duplex stream an operation occupies. Each side holds at most one I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Read = 0,
+    Write = 1,
+}
+
+impl Op {
+    /// The side this operation occupies; `None` for operations that occupy no side.
+    pub(crate) fn side(self) -> Option<Side> {
+        match self {
+            Op::Read | Op::ReadVectored | Op::Accept | Op::RecvFrom => Some(Side::Read),
+            Op::Write | Op::WriteVectored | Op::Connect | Op::SendTo => Some(Side::Write),
+            Op::Close | Op::Post => None,
+        }
+    }
+
+    /// A short lower-case name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::ReadVectored => "vectored read",
+            Op::Write => "write",
+            Op::WriteVectored => "vectored write",
+            Op::Accept => "accept",
+            Op::Connect => "connect",
+            Op::RecvFrom => "recv_from",
+            Op::SendTo => "send_to",
+            Op::Close => "close",
+            Op::Post => "post",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A callback told of partial progress: the bytes transferred so far by the operation.
+///
+/// It runs on the thread that did the I/O while the stream is locked: keep it short, and do not
+/// call the [`Port`](crate::Port) from it (that would deadlock on the same stream). Every
+/// progress call of an operation happens before its completion is queued.
+pub type Progress = Box<dyn FnMut(usize) + Send + 'static>;
+
+/// One I/O to start on a stream with [`Port::start_io`](crate::Port::start_io). It owns its
+/// buffers; the completion gives them back (and so does a refused start, through
+/// [`StartError::into_request`](crate::StartError::into_request)).
+pub struct Request {
+    pub(crate) kind: Kind,
+    pub(crate) progress: Option<Progress>,
+}
+
+/// The operation and its buffers.
+pub(crate) enum Kind {
+    Read {
+        buf: Vec<u8>,
+        min: usize,
+        max: usize,
+    },
+    ReadVectored {
+        bufs: Vec<Vec<u8>>,
+        min: usize,
+    },
+    Write {
+        buf: Vec<u8>,
+    },
+    WriteVectored {
+        bufs: Vec<Vec<u8>>,
+    },
+    Accept,
+    RecvFrom {
+        buf: Vec<u8>,
+    },
+    SendTo {
+        buf: Vec<u8>,
+        addr: SocketAddr,
+    },
+    /// Internal: the write side of a stream opened by `Port::connect`.
+    Connect,
+}
+
+impl Request {
+    fn new(kind: Kind) -> Request {
+        Request { kind, progress: None }
+    }
+
+    /// Read at least `*range.start()` and at most `*range.end()` bytes into `buf[..max]`. The
+    /// read completes once `min` bytes arrived, or at end of stream or an error, with whatever
+    /// arrived. `max` must be at most `buf.len()` and not zero, and `min <= max`.
+    pub fn read(buf: Vec<u8>, range: RangeInclusive<usize>) -> Request {
+        let (min, max) = range.into_inner();
+        Request::new(Kind::Read { buf, min, max })
+    }
+
+    /// Read whatever is there, at least one byte and at most `buf.len()`.
+    pub fn read_some(buf: Vec<u8>) -> Request {
+        let max = buf.len();
+        Request::read(buf, 1..=max)
+    }
+
+    /// Read `buf.len()` bytes exactly (fewer only at end of stream or on error).
+    pub fn read_exact(buf: Vec<u8>) -> Request {
+        let n = buf.len();
+        Request::read(buf, n..=n)
+    }
+
+    /// Read into several buffers in order, completing once at least `min` bytes arrived.
+    pub fn read_vectored(bufs: Vec<Vec<u8>>, min: usize) -> Request {
+        Request::new(Kind::ReadVectored { bufs, min })
+    }
+
+    /// Write every byte of `buf`; partial sends resume inside the port.
+    pub fn write(buf: Vec<u8>) -> Request {
+        Request::new(Kind::Write { buf })
+    }
+
+    /// Write every byte of every buffer, in order.
+    pub fn write_vectored(bufs: Vec<Vec<u8>>) -> Request {
+        Request::new(Kind::WriteVectored { bufs })
+    }
+
+    /// Accept one connection; the completion carries the new stream
+    /// ([`Completion::take_accepted`](crate::Completion::take_accepted)).
+    pub fn accept() -> Request {
+        Request::new(Kind::Accept)
+    }
+
+    /// Receive one datagram into `buf` (a longer datagram is truncated).
+    pub fn recv_from(buf: Vec<u8>) -> Request {
+        Request::new(Kind::RecvFrom { buf })
+    }
+
+    /// Send `buf` as one datagram to `addr`.
+    pub fn send_to(buf: Vec<u8>, addr: SocketAddr) -> Request {
+        Request::new(Kind::SendTo { buf, addr })
+    }
+
+    /// Calls `f` with the bytes transferred so far whenever a read or write made partial
+    /// progress without finishing. See [`Progress`] for the rules the callback must keep.
+    pub fn on_progress(mut self, f: impl FnMut(usize) + Send + 'static) -> Request {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// The operation.
+    pub fn op(&self) -> Op {
+        match self.kind {
+            Kind::Read { .. } => Op::Read,
+            Kind::ReadVectored { .. } => Op::ReadVectored,
+            Kind::Write { .. } => Op::Write,
+            Kind::WriteVectored { .. } => Op::WriteVectored,
+            Kind::Accept => Op::Accept,
+            Kind::RecvFrom { .. } => Op::RecvFrom,
+            Kind::SendTo { .. } => Op::SendTo,
+            Kind::Connect => Op::Connect,
+        }
+    }
+
+    /// The single buffer of a read, write, recv_from or send_to.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        match self.kind {
+            Kind::Read { buf, .. } | Kind::Write { buf } | Kind::RecvFrom { buf } | Kind::SendTo { buf, .. } => {
+                Some(buf)
+            }
+            _ => None,
+        }
+    }
+
+    /// The buffers of a vectored read or write (empty for other operations).
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        match self.kind {
+            Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => bufs,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Checks the arguments; the message names what is wrong.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        match &self.kind {
+            Kind::Read { buf, min, max } => {
+                if *max == 0 {
+                    Err("read of zero bytes (max is 0 or the buffer is empty)".into())
+                } else if min > max {
+                    Err(format!("read range is empty: min {min} > max {max}"))
+                } else if *max > buf.len() {
+                    Err(format!("read max {max} is larger than the buffer ({} bytes)", buf.len()))
+                } else {
+                    Ok(())
+                }
+            }
+            Kind::ReadVectored { bufs, min } => {
+                let total: usize = bufs.iter().map(Vec::len).sum();
+                if total == 0 {
+                    Err("vectored read into no bytes of buffer".into())
+                } else if *min > total {
+                    Err(format!("vectored read min {min} is larger than the buffers ({total} bytes)"))
+                } else {
+                    Ok(())
+                }
+            }
+            Kind::Write { buf } if buf.is_empty() => Err("write of an empty buffer".into()),
+            Kind::WriteVectored { bufs } if bufs.iter().all(Vec::is_empty) => Err("vectored write of no bytes".into()),
+            Kind::RecvFrom { buf } if buf.is_empty() => Err("recv_from into an empty buffer".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request").field("op", &self.op()).field("progress", &self.progress.is_some()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_catches_bad_ranges() {
+        assert!(Request::read(vec![0; 4], 5..=4).validate().unwrap_err().contains("min 5 > max 4"));
+        assert!(Request::read(vec![0; 4], 1..=8).validate().unwrap_err().contains("larger than the buffer"));
+        assert!(Request::read_some(Vec::new()).validate().is_err());
+        assert!(Request::write(Vec::new()).validate().is_err());
+        assert!(Request::read_vectored(vec![vec![0; 2], vec![0; 2]], 5).validate().is_err());
+        assert!(Request::read_vectored(vec![vec![0; 2], vec![0; 2]], 4).validate().is_ok());
+        assert!(Request::send_to(Vec::new(), "127.0.0.1:1".parse().unwrap()).validate().is_ok());
+        assert!(Request::read(vec![0; 4], 0..=4).validate().is_ok());
+    }
+
+    #[test]
+    fn sides() {
+        assert_eq!(Op::Accept.side(), Some(Side::Read));
+        assert_eq!(Op::Connect.side(), Some(Side::Write));
+        assert_eq!(Op::Post.side(), None);
+    }
+}

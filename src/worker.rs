@@ -1,0 +1,32 @@
+//! The worker loop: wait on epoll, find the stream, do its I/O, complete, re-arm.
+
+use crate::port::Shared;
+use crate::sync::Arc;
+use crate::sys::epoll::{STOP_TOKEN, TIMER_TOKEN};
+use crate::sys::Events;
+use crate::token::Token;
+
+/// Events taken per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 256;
+
+/// Runs one worker until the port is torn down (the stop eventfd becomes readable).
+pub(crate) fn run(shared: &Arc<Shared>) {
+    let mut events = Events::with_capacity(EVENTS_PER_WAIT);
+    loop {
+        if shared.selector.wait(&mut events, -1).is_err() {
+            // Only EBADF/EINVAL can get here: the epoll fd is gone, so is the port.
+            return;
+        }
+        for ev in events.iter() {
+            match ev.token {
+                STOP_TOKEN => return,
+                TIMER_TOKEN => shared.on_timer(),
+                t => {
+                    if let Some(token) = Token::from_u64(t) {
+                        shared.on_ready(token, ev.readable, ev.writable, ev.hangup);
+                    }
+                }
+            }
+        }
+    }
+}
