@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     /// The accept back-off timer after EMFILE/ENFILE, if running: the read side is neither
     /// tried nor armed until it fires.
     pub(crate) backoff: Option<(TimerId, u32)>,
+    /// The last read step drained the stream; see [`Inner::step`].
+    pub(crate) drained: bool,
 }
 
 /// What one step of a pending request came to.
@@ -134,6 +136,7 @@ impl Stream {
                 armed: Interest::NONE,
                 deadline: None,
                 backoff: None,
+                drained: false,
             }),
         }
     }
@@ -188,10 +191,30 @@ impl Inner {
             return Step::Pending;
         };
         let step = run(driver.as_mut(), p);
+        if side == Side::Read {
+            // Drained: the last read came up short (or would block). The next read then waits
+            // for readiness instead of trying a recv that would only say EAGAIN.
+            self.drained = match (&step, &p.req.kind) {
+                (Step::Pending, _) => true,
+                (Step::Done(Status::Ok, _), Kind::Read { max, .. }) => p.done < *max,
+                (Step::Done(Status::Ok, _), Kind::ReadVectored { bufs, .. }) => p.done < bufs.iter().map(Vec::len).sum(),
+                _ => false,
+            };
+        }
         match step {
             Step::Pending if hangup => Step::Done(Status::Abandoned, None),
             s => s,
         }
+    }
+}
+
+/// How a read that hit end of stream after `done` bytes ends: `Ok` only if it already had its
+/// `min` and got something.
+fn eof_status(done: usize, min: usize) -> Status {
+    if done >= min && done > 0 {
+        Status::Ok
+    } else {
+        Status::Eof
     }
 }
 
@@ -217,7 +240,7 @@ fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
     loop {
         let err: io::Error = match kind {
             Kind::Read { buf, min, max } => match driver.read(&mut buf[*done..*max]) {
-                Ok(0) => return Step::Done(if *done >= *min { Status::Ok } else { Status::Eof }, None),
+                Ok(0) => return Step::Done(eof_status(*done, *min), None),
                 Ok(n) => {
                     let asked = *max - *done;
                     *done += n;
@@ -237,7 +260,7 @@ fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
                 let total: usize = bufs.iter().map(Vec::len).sum();
                 let mut slices = slices_mut(bufs, *done);
                 match driver.read_vectored(&mut slices) {
-                    Ok(0) => return Step::Done(if *done >= *min { Status::Ok } else { Status::Eof }, None),
+                    Ok(0) => return Step::Done(eof_status(*done, *min), None),
                     Ok(n) => {
                         let asked = total - *done;
                         *done += n;

@@ -358,8 +358,16 @@ impl Port {
             );
             return Err(StartError::new(e, req));
         }
+        let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
         inner.pending[side as usize] = Some(Pending { req, done: 0 });
-        if !(op == Op::Accept && inner.backoff.is_some()) {
+        // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE, or a
+        // read on a stream the last read drained (readiness will tell when data is there).
+        let skip = match op {
+            Op::Accept => inner.backoff.is_some(),
+            Op::Read | Op::ReadVectored => inner.drained && !poll_read,
+            _ => false,
+        };
+        if !skip {
             self.shared.advance(stream, &mut inner, side, false);
         }
         self.shared.rearm(stream, &mut inner);
