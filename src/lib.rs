@@ -63,3 +63,8 @@ pub use error::{Error, ErrorKind, Result, StartError};
 pub use isb::Isb;
 pub use port::{Builder, Port};
 pub use request::{Op, Progress, Request};
+
+/// The README's usage example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

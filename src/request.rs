@@ -252,6 +252,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::reversed_empty_ranges)] // an empty range is the bad input under test
     fn validate_catches_bad_ranges() {
         assert!(Request::read(vec![0; 4], 5..=4).validate().unwrap_err().contains("min 5 > max 4"));
         assert!(Request::read(vec![0; 4], 1..=8).validate().unwrap_err().contains("larger than the buffer"));
