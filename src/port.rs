@@ -220,7 +220,16 @@ impl Port {
     /// As [`Port::assign`].
     pub fn assign_boxed(&self, mut driver: Box<dyn Driver>, token: u64) -> Result<Isb> {
         let name = driver.name();
-        driver.attach().map_err(|e| Error::from_io(&e, format!("assign {name} {token}")))?;
+        driver.attach().map_err(|e| {
+            let context = format!("assign {name} {token}");
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                // The driver refuses the fd (not a socket, the wrong kind of socket): that is
+                // bad input, not an OS failure.
+                Error::new(ErrorKind::InvalidInput, format!("{context}: {e}"))
+            } else {
+                Error::from_io(&e, context)
+            }
+        })?;
         let fd = driver.fd();
         if fd < 0 {
             return Err(Error::invalid(format!("assign {name} {token}: the driver has no fd ({fd})")));

@@ -1,0 +1,186 @@
+//! Accepting many connections on one listener, and connecting through the port: success,
+//! refusal, a missing Unix socket path, and a Unix-domain round trip.
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cport::{driver, ErrorKind, Op, Request, Status};
+use util::{next, port, socket_path};
+
+#[test]
+fn one_thousand_accepts_on_one_listener() {
+    const N: usize = 1000;
+    /// Connections the client may have ahead of the accepts (well inside the backlog, so no
+    /// SYN is ever dropped and retried a second later).
+    const AHEAD: usize = 32;
+    let port = port(2);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lis = port.assign(driver::TcpListener::new(listener), 0).unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut peers = Vec::new();
+            for i in 0..N {
+                assert!(util::eventually(|| i < accepted.load(Ordering::SeqCst) + AHEAD), "accepts stalled at {i}");
+                let s = TcpStream::connect(addr).expect("connect");
+                peers.push(s.local_addr().unwrap());
+            }
+            peers
+        })
+    };
+    port.accept(&lis).unwrap();
+    let (mut accepts, mut closes) = (0, 0);
+    let mut peers = Vec::new();
+    while accepts < N || closes < N {
+        let mut c = next(&port);
+        match c.op() {
+            Op::Accept => {
+                assert_eq!((c.status(), c.token()), (Status::Ok, 0), "{c:?}: {:?}", c.error());
+                peers.push(c.addr().expect("a TCP accept knows the peer"));
+                let d = c.take_accepted().expect("an accept carries the new stream");
+                assert_eq!(d.name(), "tcp stream");
+                accepts += 1;
+                accepted.store(accepts, Ordering::SeqCst);
+                let isb = port.assign_boxed(d, 1_000 + accepts as u64).unwrap();
+                port.close(&isb).unwrap();
+                assert!(!isb.is_assigned());
+                if accepts < N {
+                    port.accept(&lis).unwrap();
+                }
+            }
+            Op::Close => {
+                assert_eq!(c.status(), Status::Ok);
+                assert!(c.token() > 1_000 && c.token() <= 1_000 + N as u64, "{c:?}");
+                closes += 1;
+            }
+            op => panic!("unexpected {op}: {c:?}"),
+        }
+    }
+    assert_eq!((accepts, closes), (N, N));
+    let mut sent = client.join().unwrap();
+    assert_eq!(sent.len(), N);
+    sent.sort();
+    peers.sort();
+    assert_eq!(peers, sent, "every connection was accepted exactly once");
+    assert_eq!(port.streams(), 1, "only the listener is still assigned");
+    util::assert_quiet(&port, Duration::from_millis(30));
+}
+
+#[test]
+fn connect_to_a_listener_completes_ok_and_carries_data() {
+    let port = port(2);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let isb = port.connect(listener.local_addr().unwrap(), 7).unwrap();
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.token()), (Op::Connect, Status::Ok, 7), "{:?}", c.error());
+    assert_eq!(c.isb(), Some(&isb));
+    assert!(c.result().is_ok());
+    let (mut peer, _) = listener.accept().unwrap();
+    port.write(&isb, b"over connect".to_vec()).unwrap();
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.bytes()), (Op::Write, Status::Ok, 12));
+    let mut got = [0; 12];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"over connect");
+    peer.write_all(b"back").unwrap();
+    port.start_io(&isb, Request::read_exact(vec![0; 4])).unwrap();
+    assert_eq!(next(&port).data(), b"back");
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused() {
+    let port = port(2);
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let isb = port.connect(addr, 9).expect("a refused connect is a completion, not a call error");
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.token()), (Op::Connect, Status::Failed, 9), "{c:?}");
+    let err = c.error().expect("a failed connect carries its error");
+    assert_eq!(err.kind(), ErrorKind::Os(io::ErrorKind::ConnectionRefused), "{err}");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
+    assert!(err.to_string().contains("connect"), "the message says what failed: {err}");
+    assert_eq!(c.result().unwrap_err().kind(), ErrorKind::Os(io::ErrorKind::ConnectionRefused));
+    assert_eq!(c.isb(), Some(&isb));
+    util::assert_quiet(&port, Duration::from_millis(30));
+}
+
+#[test]
+fn connect_unix_to_a_missing_path_fails_as_a_completion() {
+    let port = port(1);
+    let dir = std::env::temp_dir().join(format!("cport-missing-{}-{}", std::process::id(), util::unique()));
+    let isb = port.connect_unix(dir.join("nobody.sock"), 4).expect("the failure is reported as a completion");
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.token()), (Op::Connect, Status::Failed, 4), "{c:?}");
+    let err = c.error().expect("a failed connect carries its error");
+    assert_eq!(err.kind(), ErrorKind::Os(io::ErrorKind::NotFound), "{err}");
+    assert_eq!(c.isb(), Some(&isb));
+    // The port keeps working.
+    port.post(1, 2).unwrap();
+    assert_eq!(next(&port).value(), 2);
+}
+
+#[test]
+fn unix_listener_and_stream_round_trip() {
+    let port = port(2);
+    let path = socket_path("rt");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let lis = port.assign(driver::UnixListener::new(listener), 1).unwrap();
+    port.accept(&lis).unwrap();
+    let client = port.connect_unix(&path, 2).unwrap();
+    let mut server = None;
+    let mut connected = false;
+    while server.is_none() || !connected {
+        let mut c = next(&port);
+        assert_eq!(c.status(), Status::Ok, "{c:?}: {:?}", c.error());
+        match (c.op(), c.token()) {
+            (Op::Accept, 1) => {
+                let d = c.take_accepted().unwrap();
+                assert_eq!(d.name(), "unix stream");
+                assert!(c.addr().is_none(), "a Unix peer has no socket address");
+                server = Some(port.assign_boxed(d, 3).unwrap());
+            }
+            (Op::Connect, 2) => connected = true,
+            _ => panic!("unexpected {c:?}"),
+        }
+    }
+    let server = server.unwrap();
+    port.start_io(&server, Request::read_exact(vec![0; 10])).unwrap();
+    port.write(&client, b"hello unix".to_vec()).unwrap();
+    let mut echoed = false;
+    let mut done = 0;
+    while done < 4 {
+        let mut c = next(&port);
+        assert_eq!(c.status(), Status::Ok, "{c:?}");
+        match (c.op(), c.token()) {
+            (Op::Write, 2) => port.start_io(&client, Request::read_exact(vec![0; 10])).unwrap(),
+            (Op::Read, 3) => {
+                assert_eq!(c.data(), b"hello unix");
+                port.write(&server, c.take_buffer().unwrap()).unwrap();
+            }
+            (Op::Write, 3) => echoed = true,
+            (Op::Read, 2) => assert_eq!(c.data(), b"hello unix"),
+            _ => panic!("unexpected {c:?}"),
+        }
+        done += 1;
+    }
+    assert!(echoed);
+    port.close(&client).unwrap();
+    port.close(&server).unwrap();
+    let mut closes = 0;
+    while closes < 2 {
+        let c = next(&port);
+        assert_eq!(c.op(), Op::Close, "{c:?}");
+        closes += 1;
+    }
+    assert_eq!(port.streams(), 1);
+    std::fs::remove_file(&path).unwrap();
+}
