@@ -161,3 +161,16 @@ fn pending_write_ends_abandoned_when_the_peer_closes() {
     assert!(c.bytes() < 8 << 20);
     assert_quiet(&port, QUIET);
 }
+
+#[test]
+fn read_with_min_zero_at_end_of_stream_is_eof() {
+    let (port, isb, peer) = port_with_pair(1);
+    drop(peer);
+    // With min 0, "nothing there yet" (Ok, 0 bytes) and "nothing will ever come" (Eof) differ.
+    assert!(eventually(|| {
+        port.read(&isb, vec![0; 8], 0..=8).unwrap();
+        let c = next(&port);
+        assert_eq!(c.bytes(), 0, "{c:?}");
+        c.status() == Status::Eof
+    }));
+}
