@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use cport::{Port, Request};
+use criterion::{criterion_group, criterion_main, Criterion};
 
 fn post_take(c: &mut Criterion) {
     let port = Port::builder().threads(1).build().unwrap();

@@ -197,7 +197,9 @@ impl Inner {
             self.drained = match (&step, &p.req.kind) {
                 (Step::Pending, _) => true,
                 (Step::Done(Status::Ok, _), Kind::Read { max, .. }) => p.done < *max,
-                (Step::Done(Status::Ok, _), Kind::ReadVectored { bufs, .. }) => p.done < bufs.iter().map(Vec::len).sum(),
+                (Step::Done(Status::Ok, _), Kind::ReadVectored { bufs, .. }) => {
+                    p.done < bufs.iter().map(Vec::len).sum()
+                }
                 _ => false,
             };
         }
