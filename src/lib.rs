@@ -57,6 +57,12 @@ mod timer;
 mod token;
 mod worker;
 
+/// The stand-in kernel the loom models drive (only in `cfg(loom)` builds).
+#[cfg(loom)]
+pub mod model {
+    pub use crate::sys::mock::Kernel;
+}
+
 pub use completion::{Completion, Status};
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result, StartError};

@@ -420,6 +420,17 @@ impl Port {
     /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one.
     pub fn cancel(&self, isb: &Isb) -> Result<usize> {
         let stream = self.own(isb, Op::Read)?;
+        #[cfg(loom)]
+        if crate::sync::planted("cancel_toctou") {
+            // Planted bug: decide what to cancel from the side states before taking the lock.
+            let busy: Vec<Side> =
+                [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).collect();
+            let mut inner = stream.lock();
+            for side in &busy {
+                self.shared.finish(stream, &mut inner, *side, Status::Cancelled, None);
+            }
+            return Ok(busy.len());
+        }
         let mut inner = stream.lock();
         if inner.driver.is_none() {
             return Err(Error::new(
@@ -496,6 +507,17 @@ impl Port {
     /// `PortClosed` after shutdown: then nothing was queued.
     pub fn post(&self, token: u64, value: u64) -> Result<()> {
         let s = &self.shared;
+        #[cfg(loom)]
+        if crate::sync::planted("post_unguarded") {
+            // Planted bug: check the state and push without telling shutdown a post is under way.
+            if s.state.load(Ordering::SeqCst) != OPEN {
+                return Err(Error::closed());
+            }
+            let mut c = Completion::new(token, None, Op::Post, Status::Ok);
+            c.value = value;
+            s.push(c);
+            return Ok(());
+        }
         s.posting.fetch_add(1, Ordering::SeqCst);
         if s.state.load(Ordering::SeqCst) != OPEN {
             s.posting.fetch_sub(1, Ordering::SeqCst);
@@ -596,6 +618,12 @@ impl Port {
         self.shared.shutdown();
     }
 
+    /// The stand-in kernel of this port, for the loom models.
+    #[cfg(loom)]
+    pub fn kernel(&self) -> crate::model::Kernel {
+        self.shared.selector.kernel()
+    }
+
     /// Number of threads parked in `next_completion` right now.
     pub fn waiters(&self) -> usize {
         self.shared.sleep.sleepers()
@@ -636,7 +664,18 @@ impl Clone for Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+        #[cfg(loom)]
+        let last = if crate::sync::planted("racy_refcount") {
+            // Planted bug: a decrement that is not one atomic step.
+            let n = self.shared.handles.load(Ordering::SeqCst);
+            self.shared.handles.store(n - 1, Ordering::SeqCst);
+            n == 1
+        } else {
+            self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1
+        };
+        #[cfg(not(loom))]
+        let last = self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1;
+        if !last {
             return;
         }
         let shared = self.shared.clone();
@@ -795,6 +834,19 @@ impl Shared {
                 format!("{what} on stream {}: not assigned", stream.user_token),
             ));
         };
+        #[cfg(loom)]
+        if close && crate::sync::planted("close_before_cancel") {
+            // Planted bug: the Close completion goes out before the cancellations.
+            self.push(Completion::new(stream.user_token, Some(Isb { stream: stream.clone() }), Op::Close, Status::Ok));
+            self.end_all(stream, &mut inner, Status::Cancelled);
+            let _ = self.selector.deregister(fd);
+            if let Some(mut d) = inner.driver.take() {
+                d.detach();
+            }
+            drop(inner);
+            write_slab(&self.streams).remove(stream.token);
+            return Ok(());
+        }
         self.end_all(stream, &mut inner, Status::Cancelled);
         let _ = self.selector.deregister(fd);
         for id in [inner.deadline.take(), inner.backoff.take()].into_iter().flatten() {
@@ -844,6 +896,18 @@ impl Shared {
         }
         for key in due {
             let Some(stream) = self.stream(key.token) else { continue };
+            #[cfg(loom)]
+            if crate::sync::planted("timer_unlocked") && key.kind == TimerKind::Deadline {
+                // Planted bug: look at the sides without the lock, then end what looked busy.
+                let busy: Vec<Side> =
+                    [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).collect();
+                let mut inner = stream.lock();
+                inner.deadline = None;
+                for side in busy {
+                    self.finish(&stream, &mut inner, side, Status::TimedOut, None);
+                }
+                continue;
+            }
             let mut inner = stream.lock();
             match key.kind {
                 TimerKind::Deadline if inner.deadline.map(|d| d.1) == Some(key.seq) => {
@@ -889,6 +953,12 @@ impl Shared {
         while self.posting.load(Ordering::SeqCst) != 0 {
             spin_hint();
         }
+        #[cfg(loom)]
+        if crate::sync::planted("closed_before_cancel") {
+            // Planted bug: waiters are told the port is closed before the cancellations are queued.
+            self.state.store(CLOSED, Ordering::SeqCst);
+            self.sleep.notify_all();
+        }
         // 3. Cancel every pending I/O. Each stream's lock orders this after any start_io that
         //    saw OPEN, and completions are queued under that lock.
         let streams = read_slab(&self.streams).values();
@@ -905,6 +975,14 @@ impl Shared {
     fn teardown(&self) {
         self.shutdown();
         // 5. Stop the workers and join them (none of them is this thread).
+        #[cfg(loom)]
+        if crate::sync::planted("join_before_stop") {
+            // Planted bug: join the workers before telling them to stop.
+            let workers = std::mem::take(&mut *lock(&self.workers));
+            for h in workers {
+                let _ = h.join();
+            }
+        }
         let _ = self.selector.stop();
         let workers = std::mem::take(&mut *lock(&self.workers));
         for h in workers {

@@ -67,7 +67,12 @@ impl Sleep {
             let mut idle = lock(&self.idle);
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if ready() || self.wakeups.load(Ordering::SeqCst) > 0 {
+            #[cfg(loom)]
+            let recheck = !crate::sync::planted("lost_wakeup");
+            #[cfg(not(loom))]
+            let recheck = true;
+            // Planted bug `lost_wakeup`: park without re-checking after registering.
+            if recheck && (ready() || self.wakeups.load(Ordering::SeqCst) > 0) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 drop(idle);
                 return if self.take_wakeup() { Wake::Wakeup } else { Wake::Ready };

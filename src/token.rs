@@ -73,6 +73,11 @@ impl<T: Clone> Slab<T> {
 
     /// The occupant of `token`'s slot if it is still that generation.
     pub(crate) fn get(&self, token: Token) -> Option<T> {
+        #[cfg(loom)]
+        if crate::sync::planted("no_generation") {
+            // Planted bug: find the slot's occupant whatever its generation.
+            return self.entries.get(token.slot as usize).and_then(|(_, v)| v.clone());
+        }
         match self.entries.get(token.slot as usize) {
             Some((gen, Some(v))) if *gen == token.gen => Some(v.clone()),
             _ => None,

@@ -2,8 +2,7 @@
 
 use crate::port::Shared;
 use crate::sync::Arc;
-use crate::sys::epoll::{STOP_TOKEN, TIMER_TOKEN};
-use crate::sys::Events;
+use crate::sys::{Events, STOP_TOKEN, TIMER_TOKEN};
 use crate::token::Token;
 
 /// Events taken per `epoll_wait`.

@@ -5,71 +5,19 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-/// Runs a libc call that returns -1 on error, turning that into `io::Error::last_os_error()`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: the caller of the macro passes valid arguments, as each use site states.
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-pub(crate) use syscall;
+use super::{Event, Interest, STOP_TOKEN, TIMER_TOKEN};
 
-/// Token of the stop eventfd: readable once the port is being torn down.
-pub(crate) const STOP_TOKEN: u64 = u64::MAX;
-/// Token of the timerfd.
-pub(crate) const TIMER_TOKEN: u64 = u64::MAX - 1;
-
-/// What a stream wants to hear about.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Interest {
-    /// A read, accept or recv is pending.
-    pub(crate) readable: bool,
-    /// A write, send or connect is pending.
-    pub(crate) writable: bool,
-}
-
-impl Interest {
-    /// Nothing pending: the stream stays disarmed.
-    pub(crate) const NONE: Interest = Interest { readable: false, writable: false };
-
-    pub(crate) fn is_none(self) -> bool {
-        !self.readable && !self.writable
+/// The epoll bits for `interest`, always oneshot. Both sides' bits always go in together:
+/// arming one side must never drop the other.
+fn epoll_bits(interest: Interest) -> u32 {
+    let mut bits = libc::EPOLLONESHOT as u32;
+    if interest.readable {
+        bits |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
     }
-
-    /// True when `self` asks for everything `other` asks for.
-    pub(crate) fn covers(self, other: Interest) -> bool {
-        (self.readable || !other.readable) && (self.writable || !other.writable)
+    if interest.writable {
+        bits |= libc::EPOLLOUT as u32;
     }
-
-    fn epoll_bits(self) -> u32 {
-        // Both sides' bits always go in together: arming one side must never drop the other.
-        let mut bits = libc::EPOLLONESHOT as u32;
-        if self.readable {
-            bits |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-        }
-        if self.writable {
-            bits |= libc::EPOLLOUT as u32;
-        }
-        bits
-    }
-}
-
-/// One readiness event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Event {
-    /// The token the fd was registered with.
-    pub(crate) token: u64,
-    /// Readable, or the peer shut down its sending side.
-    pub(crate) readable: bool,
-    /// Writable.
-    pub(crate) writable: bool,
-    /// Hang-up or error: every pending I/O should be tried, it will fail or see EOF.
-    pub(crate) hangup: bool,
+    bits
 }
 
 /// A buffer of events filled by [`Selector::wait`].
@@ -131,7 +79,7 @@ impl Selector {
     /// Arms `fd` (oneshot) for `interest`: `EPOLL_CTL_MOD`, falling back to `EPOLL_CTL_ADD` when
     /// the fd is not registered yet (`ENOENT`).
     pub(crate) fn arm(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let bits = interest.epoll_bits();
+        let bits = epoll_bits(interest);
         match self.ctl(libc::EPOLL_CTL_MOD, fd, bits, token) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.ctl(libc::EPOLL_CTL_ADD, fd, bits, token),
             r => r,
@@ -142,7 +90,7 @@ impl Selector {
     /// be reported once). Fails with `EEXIST` for an fd already registered and `EPERM` for
     /// one epoll cannot watch.
     pub(crate) fn register(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, Interest::NONE.epoll_bits(), token)
+        self.ctl(libc::EPOLL_CTL_ADD, fd, epoll_bits(Interest::NONE), token)
     }
 
     /// Removes `fd` from the interest list. `ENOENT` (never armed) is not an error.

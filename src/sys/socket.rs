@@ -8,8 +8,6 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::epoll::syscall;
-
 /// What `getsockopt(SO_DOMAIN / SO_TYPE / SO_ACCEPTCONN)` says about an fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SocketKind {
