@@ -27,13 +27,17 @@ const CLOSING: u8 = 1;
 /// return `PortClosed`.
 const CLOSED: u8 = 2;
 
+/// The bit of `Shared::posting` that refuses new posts.
+const GATE_CLOSED: usize = 1 << (usize::BITS - 1);
+
 /// How long a listener rests after accept failed for lack of fds (EMFILE, ENFILE) before it
 /// tries again: the error is reported once per rest, never in a spin.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Tries of the queue before a waiter parks: a completion often arrives within a few hundred
 /// nanoseconds, much less than the cost of parking and being woken.
-const SPIN_TRIES: u32 = 64;
+/// (One under loom, where every try is a scheduling point the model checker must explore.)
+const SPIN_TRIES: u32 = if cfg!(loom) { 1 } else { 64 };
 
 /// Which timer of a stream fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +75,8 @@ pub(crate) struct Shared {
     handles: AtomicUsize,
     /// OPEN, CLOSING or CLOSED.
     state: AtomicU8,
-    /// `post` calls between their state check and their push (see `shutdown`).
+    /// The post gate: the number of `post` calls between their check and their push, plus
+    /// `GATE_CLOSED` once shutdown began. One word, so post and shutdown need no Dekker pair.
     posting: AtomicUsize,
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
     threads: usize,
@@ -518,15 +523,21 @@ impl Port {
             s.push(c);
             return Ok(());
         }
-        s.posting.fetch_add(1, Ordering::SeqCst);
-        if s.state.load(Ordering::SeqCst) != OPEN {
-            s.posting.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::closed());
+        // Enter the gate unless shutdown closed it (see ARCHITECTURE.md, "Shutdown", step 2).
+        let mut cur = s.posting.load(Ordering::Acquire);
+        loop {
+            if cur & GATE_CLOSED != 0 {
+                return Err(Error::closed());
+            }
+            match s.posting.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
         }
         let mut c = Completion::new(token, None, Op::Post, Status::Ok);
         c.value = value;
         s.push(c);
-        s.posting.fetch_sub(1, Ordering::SeqCst);
+        s.posting.fetch_sub(1, Ordering::Release);
         Ok(())
     }
 
@@ -948,9 +959,11 @@ impl Shared {
         if self.state.compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return;
         }
-        // 2. Wait out posts that passed their state check before step 1: their completions
-        //    must be queued before waiters may conclude the port is empty.
-        while self.posting.load(Ordering::SeqCst) != 0 {
+        // 2. Close the post gate, then wait out posts already inside it: their completions must
+        //    be queued before waiters may conclude the port is empty. Gate and count share one
+        //    word, so a post either entered before the bit was set (and is waited for) or sees it.
+        self.posting.fetch_or(GATE_CLOSED, Ordering::AcqRel);
+        while self.posting.load(Ordering::Acquire) & !GATE_CLOSED != 0 {
             spin_hint();
         }
         #[cfg(loom)]

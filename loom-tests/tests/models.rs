@@ -1,0 +1,268 @@
+//! The loom models of cport: one race per test, each driving the real `Port` through its public
+//! API with the stand-in selector as the kernel. Each names the interleaving it guards and the
+//! planted bug (`CPORT_PLANT=...`, see `check-plants.sh`) that it must catch.
+#![cfg(loom)]
+
+use std::time::Duration;
+
+use cport::{ErrorKind, Op, Port, Request, Status};
+use cport_loom_tests::{drain, model, pair};
+use loom::thread;
+
+fn port() -> Port {
+    Port::builder().threads(1).build().unwrap()
+}
+
+/// Model 1: Cancel racing completion. A read is pending and armed; the peer's data makes the worker
+/// take the event and run the read while this thread calls `cancel`. Whoever gets the stream
+/// lock first ends the read; the other finds the side empty. Exactly one completion, its status
+/// agrees with what `cancel` returned, the buffer comes back once.
+/// Plant `cancel_toctou`: cancel picks the sides to end before taking the lock.
+#[test]
+fn cancel_races_completion() {
+    model("cancel_races_completion", || {
+        let port = port();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+
+        let sender = thread::spawn(move || peer.send(b"x"));
+        let cancelled = port.cancel(&isb).unwrap();
+        sender.join().unwrap();
+
+        let done = drain(&port);
+        assert_eq!(done.len(), 1, "one started read, one completion: {done:?}");
+        let c = &done[0];
+        assert_eq!(c.buffer().map(<[u8]>::len), Some(4), "the buffer comes back");
+        match c.status() {
+            Status::Ok => assert_eq!((cancelled, c.data()), (0, &b"x"[..])),
+            Status::Cancelled => assert_eq!((cancelled, c.bytes()), (1, 0)),
+            s => panic!("unexpected status {s:?}"),
+        }
+    });
+}
+
+/// Model 2: Timeout racing completion and cancel. The deadline has passed and the timer fires on the
+/// worker while the peer's data arrives and this thread cancels: one winner, one completion.
+/// Plant `timer_unlocked`: the timer looks at the sides without the stream lock.
+#[test]
+fn timeout_races_completion_and_cancel() {
+    model("timeout_races_completion_and_cancel", || {
+        let port = port();
+        let kernel = port.kernel();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+        port.set_timeout(&isb, Some(Duration::ZERO)).unwrap();
+        // Model time does not pass; wall time must, past the wheel's tick, for the deadline to
+        // count as expired when the worker polls the wheel.
+        std::thread::sleep(Duration::from_millis(2));
+
+        let timer = thread::spawn(move || kernel.fire_timer());
+        let sender = thread::spawn(move || peer.send(b"x"));
+        let cancelled = port.cancel(&isb).unwrap();
+        timer.join().unwrap();
+        sender.join().unwrap();
+
+        let done = drain(&port);
+        assert_eq!(done.len(), 1, "one started read, one completion: {done:?}");
+        let c = &done[0];
+        assert_eq!(c.buffer().map(<[u8]>::len), Some(4));
+        match c.status() {
+            Status::Ok => assert_eq!((cancelled, c.data()), (0, &b"x"[..])),
+            Status::Cancelled => assert_eq!(cancelled, 1),
+            Status::TimedOut => assert_eq!((cancelled, c.bytes()), (0, 0)),
+            s => panic!("unexpected status {s:?}"),
+        }
+    });
+}
+
+/// Model 3a: Close racing a readiness event the worker is handling. The read either completes or is
+/// cancelled, but always before the Close completion, which is the stream's last; the fd is
+/// deregistered. Plant `close_before_cancel`: Close is queued before the cancellations.
+#[test]
+fn close_races_readiness() {
+    model("close_races_readiness", || {
+        let port = port();
+        let kernel = port.kernel();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+
+        let sender = thread::spawn(move || peer.send(b"x"));
+        port.close(&isb).unwrap();
+        sender.join().unwrap();
+
+        let done = drain(&port);
+        let ops: Vec<(Op, Status)> = done.iter().map(|c| (c.op(), c.status())).collect();
+        assert_eq!(done.len(), 2, "{ops:?}");
+        assert_eq!(ops[0].0, Op::Read, "the read ends before the close: {ops:?}");
+        assert!(matches!(ops[0].1, Status::Ok | Status::Cancelled), "{ops:?}");
+        assert_eq!(ops[1], (Op::Close, Status::Ok));
+        assert!(!kernel.is_registered(100));
+        assert_eq!(port.start_io(&isb, Request::read_some(vec![0; 1])).unwrap_err().kind(), ErrorKind::NotAssigned);
+    });
+}
+
+/// Model 3b: Deassign racing a readiness event, then the slot is reused at once. The worker may hold
+/// the old stream's event (slot 0, generation 0) when the new stream takes slot 0 with
+/// generation 1: the stale event must not touch the new stream, whose driver is read only by
+/// the try in `start_io` (it is never made readable). A third stream, made readable after the
+/// first, is handled by the same worker after any event of the first, so once its read
+/// completes the stale event is behind us. Plant `no_generation`: the table finds a slot's
+/// occupant whatever its generation.
+#[test]
+fn reused_slot_gets_no_stale_event() {
+    model("reused_slot_gets_no_stale_event", || {
+        let port = port();
+        let (a, peer_a) = pair(&port, 100);
+        let isb_a = port.assign(a, 1).unwrap();
+        port.start_io(&isb_a, Request::read_some(vec![0; 4])).unwrap();
+        let (c, peer_c) = pair(&port, 102);
+        let isb_c = port.assign(c, 3).unwrap();
+        port.start_io(&isb_c, Request::read_some(vec![0; 4])).unwrap();
+
+        let sender = thread::spawn(move || {
+            peer_a.send(b"a");
+            peer_c.send(b"c");
+        });
+        port.deassign(&isb_a).unwrap();
+        let (b, peer_b) = pair(&port, 101);
+        let isb_b = port.assign(b, 2).unwrap();
+        port.start_io(&isb_b, Request::read_some(vec![0; 4])).unwrap();
+
+        let mut tokens = Vec::new();
+        while !tokens.contains(&3) {
+            tokens.push(port.next_completion(None).unwrap().expect("no timeout").token());
+        }
+        sender.join().unwrap();
+        assert_eq!(peer_b.reads(), 1, "the new stream saw a stale event");
+        assert_eq!(tokens.iter().filter(|t| **t == 1).count(), 1, "the old read ends once: {tokens:?}");
+        assert!(!tokens.contains(&2), "the new read is still pending: {tokens:?}");
+
+        let rest: Vec<(u64, Status)> = drain(&port).iter().map(|c| (c.token(), c.status())).collect();
+        assert_eq!(rest, vec![(2, Status::Cancelled)], "the new read ends at shutdown");
+        drop((isb_b, isb_c));
+    });
+}
+
+/// Model 4: Two threads in `next_completion` while the worker pushes a completion and this thread
+/// calls `wakeup`: the completion goes to exactly one of them, the wakeup releases the other,
+/// nobody sleeps forever. Plant `lost_wakeup`: a waiter parks without re-checking the queue
+/// after registering as a sleeper.
+#[test]
+fn waiters_race_worker_and_wakeup() {
+    model("waiters_race_worker_and_wakeup", || {
+        let port = port();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let p = port.clone();
+                thread::spawn(move || p.next_completion(None).unwrap())
+            })
+            .collect();
+        peer.send(b"x");
+        port.wakeup();
+        let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+
+        let completions: Vec<_> = got.iter().flatten().collect();
+        assert_eq!(completions.len(), 1, "exactly one waiter gets the completion: {got:?}");
+        assert_eq!(completions[0].data(), b"x");
+        assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "the other is woken: {got:?}");
+    });
+}
+
+/// Model 5: Last `dec_ref` racing the worker completing an I/O and a thread parked in
+/// `next_completion`. Shutdown then the drop on this thread race the waiter, whose drop may be
+/// the last: the waiter drains the read's single completion (Ok or Cancelled) before
+/// `PortClosed`, teardown stops and joins the worker whoever runs it, and loom's leak check
+/// passes. Plants `closed_before_cancel` (waiters told the port is closed before the
+/// cancellations are queued) and `join_before_stop` (teardown joins workers it did not stop).
+#[test]
+fn last_dec_ref_races_worker_and_waiter() {
+    model("last_dec_ref_races_worker_and_waiter", || {
+        let port = port();
+        let kernel = port.kernel();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+
+        let p = port.clone();
+        let waiter = thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                match p.next_completion(None) {
+                    Ok(Some(c)) => got.push((c.op(), c.status())),
+                    Ok(None) => {}
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::PortClosed);
+                        break;
+                    }
+                }
+            }
+            drop(p);
+            got
+        });
+        let sender = thread::spawn(move || peer.send(b"x"));
+        port.shutdown();
+        drop(port);
+        sender.join().unwrap();
+        let got = waiter.join().unwrap();
+
+        assert_eq!(got.len(), 1, "the read's completion is drained before PortClosed: {got:?}");
+        assert!(matches!(got[0], (Op::Read, Status::Ok | Status::Cancelled)), "{got:?}");
+        assert!(!kernel.is_registered(100), "teardown deregistered the stream");
+        assert!(!isb.is_assigned());
+    });
+}
+
+/// Model 6: Concurrent `inc_ref`/`dec_ref` from several threads: the port is torn down exactly once,
+/// by whichever drop is last (the stream is deregistered, the worker joined, nothing leaks).
+/// Plant `racy_refcount`: a decrement made of a load and a store.
+#[test]
+fn concurrent_inc_ref_dec_ref() {
+    model("concurrent_inc_ref_dec_ref", || {
+        let port = port();
+        let kernel = port.kernel();
+        let (drv, _peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        let a = port.inc_ref();
+        let b = port.clone();
+        let t1 = thread::spawn(move || {
+            let c = a.inc_ref();
+            a.dec_ref();
+            c.dec_ref();
+        });
+        let t2 = thread::spawn(move || b.dec_ref());
+        port.dec_ref();
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert!(!kernel.is_registered(100), "the last dec_ref tore the port down");
+        assert!(!isb.is_assigned());
+    });
+}
+
+/// Model 7: `post` racing `shutdown` while a thread drains: a post that returned `Ok` is delivered
+/// before `PortClosed`; one that lost the race returns `PortClosed` to the poster. Never
+/// silently lost. Plant `post_unguarded`: post pushes without telling shutdown it is under way.
+#[test]
+fn post_races_shutdown() {
+    model("post_races_shutdown", || {
+        let port = port();
+        let p = port.clone();
+        let poster = thread::spawn(move || match p.post(9, 99) {
+            Ok(()) => true,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::PortClosed);
+                false
+            }
+        });
+        let done = drain(&port);
+        let posted = poster.join().unwrap();
+        let values: Vec<u64> = done.iter().map(|c| c.value()).collect();
+        assert_eq!(values, if posted { vec![99] } else { vec![] }, "posted: {posted}");
+    });
+}
