@@ -235,108 +235,77 @@ fn report(progress: &mut Option<Progress>, done: usize) {
     }
 }
 
+/// One driver call of a byte-stream request (read, write, vectored or not): its result, the
+/// bytes it asked for, the total at which the request is done, and whether it is a read.
+fn transfer(driver: &mut dyn Driver, kind: &mut Kind, done: usize) -> Option<(io::Result<usize>, usize, usize, bool)> {
+    Some(match kind {
+        Kind::Read { buf, min, max } => (driver.read(&mut buf[done..*max]), *max - done, *min, true),
+        Kind::ReadVectored { bufs, min } => {
+            let asked = bufs.iter().map(Vec::len).sum::<usize>() - done;
+            (driver.read_vectored(&mut slices_mut(bufs, done)), asked, *min, true)
+        }
+        Kind::Write { buf } => (driver.write(&buf[done..]), buf.len() - done, buf.len(), false),
+        Kind::WriteVectored { bufs } => {
+            let total: usize = bufs.iter().map(Vec::len).sum();
+            (driver.write_vectored(&slices(bufs, done)), total - done, total, false)
+        }
+        _ => return None,
+    })
+}
+
 /// One step of a request against a driver.
 fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
     let Pending { req, done } = p;
     let Request { kind, progress } = req;
     loop {
-        let err: io::Error = match kind {
-            Kind::Read { buf, min, max } => match driver.read(&mut buf[*done..*max]) {
-                Ok(0) => return Step::Done(eof_status(*done, *min), None),
+        let err: io::Error = if let Some((result, asked, finish_at, reading)) = transfer(driver, kind, *done) {
+            match result {
+                Ok(0) if reading => return Step::Done(eof_status(*done, finish_at), None),
                 Ok(n) => {
-                    let asked = *max - *done;
                     *done += n;
-                    if *done >= *min {
+                    if *done >= finish_at {
                         return Step::Done(Status::Ok, None);
                     }
                     report(progress, *done);
                     if n < asked {
-                        // A short read drained the socket: wait for readiness, no speculative read.
+                        // Short: the socket is drained (or its send buffer full). Wait for
+                        // readiness instead of a speculative call that would say EAGAIN.
                         return Step::Pending;
                     }
                     continue;
                 }
                 Err(e) => e,
-            },
-            Kind::ReadVectored { bufs, min } => {
-                let total: usize = bufs.iter().map(Vec::len).sum();
-                let mut slices = slices_mut(bufs, *done);
-                match driver.read_vectored(&mut slices) {
-                    Ok(0) => return Step::Done(eof_status(*done, *min), None),
-                    Ok(n) => {
-                        let asked = total - *done;
-                        *done += n;
-                        if *done >= *min || *done == total {
-                            return Step::Done(Status::Ok, None);
-                        }
-                        report(progress, *done);
-                        if n < asked {
-                            return Step::Pending;
-                        }
-                        continue;
+            }
+        } else {
+            match kind {
+                Kind::Accept => match driver.accept() {
+                    Ok((d, addr)) => return Step::Accepted(d, addr),
+                    // The connection died in the backlog: try the next one.
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                    Err(e) => e,
+                },
+                Kind::Connect => match driver.finish_connect() {
+                    Ok(()) => return Step::Done(Status::Ok, None),
+                    Err(e) => e,
+                },
+                Kind::RecvFrom { buf } => match driver.recv_from(buf) {
+                    Ok((n, addr)) => {
+                        *done = n;
+                        return Step::Received(addr);
                     }
                     Err(e) => e,
-                }
-            }
-            Kind::Write { buf } => match driver.write(&buf[*done..]) {
-                Ok(n) => {
-                    let asked = buf.len() - *done;
-                    *done += n;
-                    if *done == buf.len() {
+                },
+                Kind::SendTo { buf, addr } => match driver.send_to(buf, *addr) {
+                    Ok(n) => {
+                        *done = n;
                         return Step::Done(Status::Ok, None);
                     }
-                    report(progress, *done);
-                    if n < asked {
-                        // The send buffer is full: wait for writability.
-                        return Step::Pending;
-                    }
-                    continue;
-                }
-                Err(e) => e,
-            },
-            Kind::WriteVectored { bufs } => {
-                let total: usize = bufs.iter().map(Vec::len).sum();
-                let slices = slices(bufs, *done);
-                match driver.write_vectored(&slices) {
-                    Ok(n) => {
-                        let asked = total - *done;
-                        *done += n;
-                        if *done == total {
-                            return Step::Done(Status::Ok, None);
-                        }
-                        report(progress, *done);
-                        if n < asked {
-                            return Step::Pending;
-                        }
-                        continue;
-                    }
                     Err(e) => e,
+                },
+                Kind::Read { .. } | Kind::ReadVectored { .. } | Kind::Write { .. } | Kind::WriteVectored { .. } => {
+                    unreachable!("byte-stream requests go through `transfer`")
                 }
             }
-            Kind::Accept => match driver.accept() {
-                Ok((d, addr)) => return Step::Accepted(d, addr),
-                // The connection died in the backlog: try the next one.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
-                Err(e) => e,
-            },
-            Kind::Connect => match driver.finish_connect() {
-                Ok(()) => return Step::Done(Status::Ok, None),
-                Err(e) => e,
-            },
-            Kind::RecvFrom { buf } => match driver.recv_from(buf) {
-                Ok((n, addr)) => {
-                    *done = n;
-                    return Step::Received(addr);
-                }
-                Err(e) => e,
-            },
-            Kind::SendTo { buf, addr } => match driver.send_to(buf, *addr) {
-                Ok(n) => {
-                    *done = n;
-                    return Step::Done(Status::Ok, None);
-                }
-                Err(e) => e,
-            },
         };
         match err.kind() {
             io::ErrorKind::WouldBlock if matches!(kind, Kind::Read { min: 0, .. }) => {

@@ -1,7 +1,7 @@
 //! Every bad input is a clear error (the right kind, a message naming the problem), never a
 //! panic, and never costs another stream its completion.
 
-mod common_b;
+mod util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -9,8 +9,8 @@ use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use common_b::{assert_quiet, next, pair, pipe};
 use cport::{driver, Driver, Error, ErrorKind, Isb, Op, Port, Request, StartError, Status};
+use util::{assert_quiet, next, pair, pipe};
 
 fn port() -> Port {
     Port::builder().threads(2).build().unwrap()
@@ -176,13 +176,13 @@ fn a_busy_side_refuses_a_second_io() {
     peer.write_all(b"ab").unwrap();
     let untaken = |r: Result<(), StartError>| r.unwrap_err().to_string().contains("not yet taken");
     assert!(
-        common_b::eventually(|| untaken(port.start_io(&isb, Request::read_some(vec![0; 4])))),
+        util::eventually(|| untaken(port.start_io(&isb, Request::read_some(vec![0; 4])))),
         "the read never finished"
     );
     refused(port.start_io(&isb, Request::read_some(vec![0; 4])), ErrorKind::Busy, &["read side", "not yet taken"]);
     // The same for a finished write whose completion is untaken.
     port.write(&isb, b"v".to_vec()).unwrap();
-    assert!(common_b::eventually(|| untaken(port.write(&isb, b"u".to_vec()))), "the write never finished");
+    assert!(util::eventually(|| untaken(port.write(&isb, b"u".to_vec()))), "the write never finished");
     refused(port.write(&isb, b"u".to_vec()), ErrorKind::Busy, &["write side", "not yet taken"]);
     // Cancel does not touch finished I/O.
     assert_eq!(port.cancel(&isb).unwrap(), 0);

@@ -1,7 +1,7 @@
 //! Cancel: racing completion, with nothing pending, giving buffers back, and racing an accept
 //! without leaking the accepted fd.
 
-mod common_b;
+mod util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common_b::{next, pair, pending_bytes, raw, serial, spin, Rng, GUARD};
 use cport::{driver, Op, Port, Request, Status};
+use util::{next, pair, pending_bytes, raw, serial, spin, Rng, GUARD};
 
 /// The fd-counting test must not see fds that other tests of this binary open meanwhile: every
 /// test of this binary holds this lock.
@@ -103,7 +103,7 @@ fn cancel_races_completion_10000_rounds() {
     }
     assert_eq!(drained, backlog);
     assert_eq!(pending_bytes(raw(&probe)), 0);
-    common_b::assert_quiet(&port, Duration::from_millis(50));
+    util::assert_quiet(&port, Duration::from_millis(50));
     eprintln!("{ROUNDS} rounds: {ok} completed Ok, {cancelled} cancelled");
 }
 
@@ -122,7 +122,7 @@ fn cancel_with_nothing_pending_returns_zero() {
     let c = next(&port);
     assert_eq!((c.status(), c.data()), (Status::Ok, &b"ab"[..]));
     assert_eq!(port.cancel(&isb).unwrap(), 0);
-    common_b::assert_quiet(&port, Duration::from_millis(30));
+    util::assert_quiet(&port, Duration::from_millis(30));
 
     // A finished write, its completion not yet taken, is not cancelled either.
     // (A small write to an empty socket finishes inside start_io.)
@@ -174,7 +174,7 @@ fn cancel_racing_accept_leaks_no_fd() {
     let _g = serial(&SERIAL);
     const ROUNDS: usize = 300;
     let port = Port::builder().threads(2).build().unwrap();
-    let before = common_b::open_fds();
+    let before = util::open_fds();
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -208,7 +208,7 @@ fn cancel_racing_accept_leaks_no_fd() {
                 // completion's drop.
                 if round % 2 == 0 {
                     let d = c.take_accepted().expect("an Ok accept carries the stream");
-                    assert!(common_b::fd_list().iter().any(|(fd, _)| *fd == cport::Driver::fd(&d)));
+                    assert!(util::fd_list().iter().any(|(fd, _)| *fd == cport::Driver::fd(&d)));
                 }
             }
             Status::Cancelled => {
@@ -237,9 +237,9 @@ fn cancel_racing_accept_leaks_no_fd() {
     // Every connection was accepted exactly once: by its round or by the drain after it.
     assert_eq!(accepted + drained, ROUNDS);
     // Every accepted fd is closed already: only the listener and the clients are open.
-    assert_eq!(common_b::open_fds(), before + 1 + clients.len(), "{:?}", common_b::fd_list());
+    assert_eq!(util::open_fds(), before + 1 + clients.len(), "{:?}", util::fd_list());
     port.deassign(&lis).unwrap();
     drop(clients);
-    assert_eq!(common_b::open_fds(), before, "{:?}", common_b::fd_list());
+    assert_eq!(util::open_fds(), before, "{:?}", util::fd_list());
     eprintln!("{ROUNDS} rounds: {accepted} accepted, {cancelled} cancelled");
 }

@@ -1,6 +1,6 @@
 //! Close and deassign with I/O pending, and fd-number reuse right after a deassign.
 
-mod common_b;
+mod util;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common_b::{assert_quiet, next, pair, raw, serial, spin, Rng, GUARD};
 use cport::{driver, Completion, ErrorKind, Isb, Op, Port, Request, Status};
+use util::{assert_quiet, next, pair, raw, serial, spin, Rng, GUARD};
 
 /// The fd-reuse test needs the fd numbers that a deassign frees not to be taken by other
 /// tests of this binary running at the same time.

@@ -3,15 +3,15 @@
 //!
 //! Lowers RLIMIT_NOFILE for the whole process, so it is the only test in this binary.
 
-mod common_b;
+mod util;
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common_b::{next, GUARD};
 use cport::{driver, ErrorKind, Op, Port, Status};
+use util::{next, GUARD};
 
 /// ACCEPT_BACKOFF in src/port.rs.
 const BACKOFF: Duration = Duration::from_millis(50);
@@ -60,7 +60,7 @@ fn accept_on_emfile_fails_rests_and_recovers() {
     // inherited from the parent, stay open.)
     let saved = nofile();
     let _restore = Restore(saved);
-    let open: Vec<i32> = common_b::fd_list().iter().map(|(fd, _)| *fd).collect();
+    let open: Vec<i32> = util::fd_list().iter().map(|(fd, _)| *fd).collect();
     let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
     set_nofile(&libc::rlimit { rlim_cur: lowest_free as libc::rlim_t + 8, rlim_max: saved.rlim_max });
     let mut fillers = Vec::new();
@@ -70,7 +70,7 @@ fn accept_on_emfile_fails_rests_and_recovers() {
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
             Err(e) => panic!("filling the fd table: {e}"),
         }
-        assert!(fillers.len() < 100, "the fd limit does not bite: {:?}", common_b::fd_list());
+        assert!(fillers.len() < 100, "the fd limit does not bite: {:?}", util::fd_list());
     }
 
     // The accept fails at once with EMFILE.
@@ -121,5 +121,5 @@ fn accept_on_emfile_fails_rests_and_recovers() {
     let c = next(&port);
     assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok));
     other.write_all(b"x").unwrap();
-    assert!(common_b::eventually(|| port.timers() == 0));
+    assert!(util::eventually(|| port.timers() == 0));
 }

@@ -1,13 +1,13 @@
 //! Native fds (pipes through `driver::Fd`) and UDP (`recv_from` / `send_to`) on the port.
 
-mod common_b;
+mod util;
 
 use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common_b::{assert_quiet, next, pipe, GUARD};
 use cport::{driver, Op, Port, Request, Status};
+use util::{assert_quiet, next, pipe, GUARD};
 
 const READER: u64 = 1;
 const WRITER: u64 = 2;

@@ -3,7 +3,7 @@
 //!
 //! These tests count fds and threads of the whole process, so they run one at a time.
 
-mod common_b;
+mod util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,8 +11,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use common_b::{eventually, next, open_fds, pair, serial, threads_named, GUARD};
 use cport::{driver, ErrorKind, Op, Port, Request, Status};
+use util::{eventually, next, open_fds, pair, serial, threads_named, GUARD};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -101,7 +101,7 @@ fn dropping_the_last_handle_with_io_pending_is_prompt_and_leaks_nothing() {
     assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "the accepted stream was not closed");
     drop((peers, client));
 
-    assert_eq!(open_fds(), fds_before, "fds leaked: {:?}", common_b::fd_list());
+    assert_eq!(open_fds(), fds_before, "fds leaked: {:?}", util::fd_list());
     assert!(eventually(|| threads_named(WORKER) == workers_before), "worker threads left behind");
 }
 
@@ -213,7 +213,7 @@ fn shutdown_cancels_pending_io_then_reports_port_closed() {
     drop((isbs, lis, _extra_peer));
     drop_with_guard(port);
     drop(peers);
-    assert_eq!(open_fds(), fds_before, "fds leaked: {:?}", common_b::fd_list());
+    assert_eq!(open_fds(), fds_before, "fds leaked: {:?}", util::fd_list());
 }
 
 #[test]

@@ -2,14 +2,14 @@
 //! alone, `None` clears, timeouts race completion and cancel, and thousands of them fire
 //! exactly once each.
 
-mod common_b;
+mod util;
 
 use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common_b::{assert_quiet, next, pair, pending_bytes, raw, spin, Rng, GUARD};
 use cport::{driver, ErrorKind, Op, Port, Request, Status};
+use util::{assert_quiet, next, pair, pending_bytes, raw, spin, Rng, GUARD};
 
 #[test]
 fn pending_read_times_out_and_returns_its_buffer() {
@@ -81,7 +81,7 @@ fn read_done_before_deadline_is_ok_and_the_deadline_fires_nothing() {
     assert_eq!((c.status(), c.data()), (Status::Ok, &b"ok"[..]));
     // The deadline passes with nothing pending: no completion, and the timer is gone.
     assert_quiet(&port, Duration::from_millis(200));
-    assert!(common_b::eventually(|| port.timers() == 0), "timers: {}", port.timers());
+    assert!(util::eventually(|| port.timers() == 0), "timers: {}", port.timers());
 
     // It fired once: a read started after it does not time out.
     port.start_io(&isb, Request::read_some(vec![0; 8])).unwrap();
@@ -195,7 +195,7 @@ fn timeout_races_completion_and_cancel() {
 #[test]
 fn thousands_of_deadlines_fire_exactly_once() {
     const STREAMS: usize = 2_000;
-    assert!(common_b::raise_nofile(3 * STREAMS as u64 + 256) >= 2 * STREAMS as u64 + 128, "too few fds allowed");
+    assert!(util::raise_nofile(3 * STREAMS as u64 + 256) >= 2 * STREAMS as u64 + 128, "too few fds allowed");
     let port = Port::builder().threads(2).build().unwrap();
     let mut peers = Vec::with_capacity(STREAMS);
     let mut isbs = Vec::with_capacity(STREAMS);

@@ -1,10 +1,12 @@
-//! Shared helpers for the echo, read-range, write, accept/connect, hang-up and post/wakeup
-//! tests: ports, connected loopback pairs, waits with a hang guard, socket options.
+//! Shared helpers of the integration tests: ports, connected pairs and pipes, waits with a hang
+//! guard, socket options, fd and thread counts.
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cport::{Completion, Isb, Port};
@@ -201,4 +203,98 @@ pub fn socket_path(tag: &str) -> std::path::PathBuf {
 /// The raw fd of anything that has one.
 pub fn raw(x: &impl AsRawFd) -> RawFd {
     x.as_raw_fd()
+}
+
+/// Serialises the tests of one binary that count process-wide resources (fds, threads).
+pub fn serial(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connected pair of Unix stream sockets (blocking).
+pub fn pair() -> (UnixStream, UnixStream) {
+    UnixStream::pair().expect("socketpair")
+}
+
+/// A pipe: (read end, write end), both close-on-exec and blocking.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Number of open fds of this process.
+pub fn open_fds() -> usize {
+    // The directory handle read_dir holds is itself one entry: do not count it.
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count() - 1
+}
+
+/// The open fds of this process, by number, with what they point at (for failure messages).
+pub fn fd_list() -> Vec<(RawFd, String)> {
+    let mut v: Vec<(RawFd, String)> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n: RawFd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+            Some((n, target))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Number of threads of this process whose name starts with `prefix`.
+pub fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// A small, fast, deterministic pseudo-random generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Busy-waits about `n` spin iterations (to skew two racing threads against each other).
+pub fn spin(n: u64) {
+    for _ in 0..n {
+        std::hint::spin_loop();
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to at least `want` (up to the hard limit); returns the new
+/// soft limit.
+pub fn raise_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into `lim`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY: setrlimit reads one rlimit from `lim`.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    }
+    lim.rlim_cur
 }
