@@ -98,8 +98,8 @@ pub(crate) struct Pending {
 pub(crate) struct Inner {
     /// `None` once deassigned or closed.
     pub(crate) driver: Option<Box<dyn Driver>>,
-    /// The request pending on each side.
-    pub(crate) pending: [Option<Pending>; 2],
+    /// The request pending on each side, boxed so an idle stream stays small.
+    pub(crate) pending: [Option<Box<Pending>>; 2],
     /// What epoll is (as far as we know) armed for. Cleared when an event is taken.
     pub(crate) armed: Interest,
     /// The deadline timer and its sequence number, if one is set.

@@ -306,7 +306,7 @@ impl Port {
             return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
         }
         inner.pending[Side::Write as usize] =
-            Some(Pending { req: Request { kind: Kind::Connect, progress: None }, done: 0 });
+            Some(Box::new(Pending { req: Request { kind: Kind::Connect, progress: None }, done: 0 }));
         match outcome {
             Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None),
             Some(Err(e)) => {
@@ -373,7 +373,7 @@ impl Port {
             return Err(StartError::new(e, req));
         }
         let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
-        inner.pending[side as usize] = Some(Pending { req, done: 0 });
+        inner.pending[side as usize] = Some(Box::new(Pending { req, done: 0 }));
         // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE, or a
         // read on a stream the last read drained (readiness will tell when data is there).
         let skip = match op {
@@ -776,7 +776,7 @@ impl Shared {
         // Progress callbacks end with their request: drop it now (it may own anything).
         p.req.progress = None;
         stream.finish(side, inner);
-        p
+        *p
     }
 
     /// Completes `side`'s request with `status`.

@@ -56,10 +56,10 @@ const NEVER: u64 = u64::MAX;
 /// reused since) is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TimerId {
-    /// Index of the entry in the slab.
-    index: usize,
+    /// Index of the entry in the slab (u32 keeps the id, stored per stream, at 8 bytes).
+    index: u32,
     /// Generation of the entry when the timer was armed.
-    generation: u64,
+    generation: u32,
 }
 
 /// One slab entry: an armed timer, or a link of the free list.
@@ -73,7 +73,7 @@ struct Entry<K> {
     /// Next entry in the same list; while free, the next free entry.
     next: usize,
     /// Bumped every time the entry is released, which invalidates outstanding ids.
-    generation: u64,
+    generation: u32,
 }
 
 /// A hashed timing wheel of keys `K` ordered by deadline.
@@ -151,16 +151,17 @@ impl<K: Copy> Wheel<K> {
         let index = self.alloc(key, tick);
         self.link(index);
         self.len += 1;
-        TimerId { index, generation: self.entries[index].generation }
+        TimerId { index: index as u32, generation: self.entries[index].generation }
     }
 
     /// Disarms; returns the key if the timer was still armed, `None` for a stale id. O(1).
     pub(crate) fn remove(&mut self, id: TimerId) -> Option<K> {
-        let entry = self.entries.get(id.index)?;
+        let index = id.index as usize;
+        let entry = self.entries.get(index)?;
         if entry.generation != id.generation || entry.key.is_none() {
             return None;
         }
-        self.release(id.index)
+        self.release(index)
     }
 
     /// Moves every key whose deadline is `<= now` into `out`, each exactly once, in no
