@@ -1,0 +1,442 @@
+//! Echo benchmark: cport beside tokio, a raw epoll loop (the floor) and thread-per-connection,
+//! each driven by the same closed-loop client. See issue 4.
+//!
+//! ```text
+//! cargo run --release --example echo_bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
+//!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
+//! ```
+//!
+//! Each server runs in its own child process (this binary re-executed as
+//! `echo_bench serve <kind> <threads>`, which prints `listening <addr>` first), a fresh one per
+//! measurement, so its CPU time (utime+stime from /proc/<pid>/stat over the measured window)
+//! and peak RSS (VmHWM) are its own. The client lives in this process: one thread, one
+//! edge-triggered epoll loop, C connections each sending S bytes and waiting for the whole
+//! echo. Per measurement: connect all C, warm up 0.3 s, measure for S seconds.
+//!
+//! Matrix: connections {1, 16, 256, 4096} x sizes {64 B, 4096 B} x servers, plus the
+//! oversubscription cells (256 connections, 64 B, cport with 2, 8 and 32 threads in
+//! `next_completion`). Rounds are interleaved (round 1 runs every server on every cell, then
+//! round 2 ...); the report gives the median over rounds. `--perf` also attaches
+//! `perf stat -e raw_syscalls:sys_enter,context-switches` to each server at 16 connections, 64 B,
+//! in extra runs outside the matrix, and reports syscalls and context switches per message.
+//!
+//! Output in `results/` (or --out): echo.md, echo.csv, echo_rounds.csv, echo.svg (64 B) and
+//! echo_4096.svg (4096 B).
+
+mod client;
+mod hist;
+mod perf;
+mod report;
+mod server;
+mod sys;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use client::Client;
+use hist::Hist;
+
+const WARMUP: Duration = Duration::from_millis(300);
+/// How long a server may take to print its address.
+const STARTUP: Duration = Duration::from_secs(10);
+const OVERSUB_THREADS: [usize; 3] = [2, 8, 32];
+
+const USAGE: &str = "usage: echo_bench [--quick] [--secs S] [--rounds R] [--out DIR] [--perf]
+                  [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
+       --quick: 1 s per measurement, 1 round, 64 B messages only (about 40 s in all)
+       --perf:  also measure syscalls and context switches per message with perf stat
+                (16 connections, 64 B, every server, in extra runs)";
+
+/// One server configuration: which kind, how many `next_completion` threads (cport only).
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub label: String,
+    pub kind: &'static str,
+    pub threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cell {
+    pub conns: usize,
+    pub size: usize,
+}
+
+/// What one measurement gave.
+#[derive(Clone, Debug)]
+pub struct Measure {
+    pub msgs: u64,
+    pub secs: f64,
+    pub msgs_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub cpu_us_per_msg: f64,
+    /// CPU of the client thread per round trip (to see whether the client is the bottleneck).
+    pub client_us_per_msg: f64,
+    /// CPU cores busy with other work on the machine during the window (other engineers'
+    /// jobs): machine busy time minus this process and the server, over the window.
+    pub other_cores: f64,
+    pub rss_kib: u64,
+}
+
+/// Every round of one server on one cell.
+pub struct Entry {
+    pub cell: Cell,
+    pub server: Server,
+    pub oversub: bool,
+    pub rounds: Vec<Result<Measure, String>>,
+}
+
+/// Syscalls and context switches per message of one server.
+pub struct PerfRow {
+    pub server: String,
+    pub cell: Cell,
+    pub result: Result<(Measure, perf::Counts), String>,
+}
+
+pub struct Config {
+    pub secs: f64,
+    pub rounds: usize,
+    pub out: PathBuf,
+    pub perf: bool,
+    pub conns: Vec<usize>,
+    pub sizes: Vec<usize>,
+    pub servers: Vec<String>,
+    pub quick: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        let kind = args.get(1).map_or("", String::as_str);
+        let threads = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+        return match server::main(kind, threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo_bench serve {kind}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match parse_args(&args) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("echo_bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = format!(
+        "cargo run --release --example echo_bench --{}",
+        args.iter().map(|a| format!(" {a}")).collect::<String>()
+    );
+    match bench(&cfg, &command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_list(v: Option<&String>, what: &str) -> Result<Vec<usize>, String> {
+    let v = v.ok_or(format!("{what} needs a value"))?;
+    v.split(',').map(|x| x.trim().parse().ok().filter(|&n: &usize| n > 0).ok_or(format!("bad {what} {x:?}"))).collect()
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
+    let mut cfg = Config {
+        secs: 2.0,
+        rounds: 3,
+        out: PathBuf::from("results"),
+        perf: false,
+        conns: vec![1, 16, 256, 4096],
+        sizes: vec![64, 4096],
+        servers: server::KINDS.iter().map(|s| s.to_string()).collect(),
+        quick: false,
+    };
+    let (mut secs, mut rounds, mut sizes) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => cfg.quick = true,
+            "--perf" => cfg.perf = true,
+            "--secs" => {
+                let v = it.next().ok_or("--secs needs a value")?;
+                secs =
+                    Some(v.parse().ok().filter(|&s: &f64| s > 0.0 && s <= 600.0).ok_or(format!("bad --secs {v:?}"))?);
+            }
+            "--rounds" => {
+                let v = it.next().ok_or("--rounds needs a value")?;
+                rounds = Some(
+                    v.parse().ok().filter(|&r: &usize| (1..=100).contains(&r)).ok_or(format!("bad --rounds {v:?}"))?,
+                );
+            }
+            "--out" => cfg.out = PathBuf::from(it.next().ok_or("--out needs a value")?),
+            "--conns" => cfg.conns = parse_list(it.next(), "--conns")?,
+            "--sizes" => sizes = Some(parse_list(it.next(), "--sizes")?),
+            "--servers" => {
+                let v = it.next().ok_or("--servers needs a value")?;
+                cfg.servers = v.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = cfg.servers.iter().find(|s| !server::KINDS.contains(&s.as_str())) {
+                    return Err(format!("unknown server {bad:?} (known: {})", server::KINDS.join(", ")));
+                }
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    if cfg.quick {
+        cfg.secs = 1.0;
+        cfg.rounds = 1;
+        cfg.sizes = vec![64];
+    }
+    cfg.secs = secs.unwrap_or(cfg.secs);
+    cfg.rounds = rounds.unwrap_or(cfg.rounds);
+    cfg.sizes = sizes.unwrap_or(cfg.sizes);
+    Ok(Some(cfg))
+}
+
+fn kind_of(name: &str) -> &'static str {
+    server::KINDS.iter().copied().find(|k| *k == name).unwrap_or("cport")
+}
+
+/// A server child process; killed and reaped on drop, whatever happened.
+struct ServerProc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(server: &Server, log: &Path) -> Result<ServerProc, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(exe)
+            .args(["serve", server.kind, &server.threads.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| format!("spawning the {} server: {e}", server.label))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // From here on, dropping `proc` kills the child, on every path.
+        let mut proc = ServerProc { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+        });
+        let line = match rx.recv_timeout(STARTUP) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(format!("{} server stdout: {e}", server.label)),
+            Err(_) => return Err(format!("{} server printed no address within {STARTUP:?}", server.label)),
+        };
+        let addr = line.trim().strip_prefix("listening ").and_then(|a| a.parse().ok());
+        match addr {
+            Some(a) => proc.addr = a,
+            None => {
+                let status = proc.child.try_wait().ok().flatten();
+                return Err(format!("{} server said {:?} (exit status {status:?})", server.label, line.trim()));
+            }
+        }
+        Ok(proc)
+    }
+
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(st)) => Err(format!("server exited: {st}")),
+            Err(e) => Err(format!("server wait: {e}")),
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One measurement: a fresh server, C connections, warm-up, the measured window.
+fn measure(
+    server: &Server,
+    cell: Cell,
+    secs: f64,
+    log: &Path,
+    with_perf: bool,
+) -> Result<(Measure, Option<perf::Counts>), String> {
+    let mut srv = ServerProc::spawn(server, log)?;
+    let pid = srv.pid();
+    let mut client = Client::connect(srv.addr, cell.conns, cell.size)?;
+    client.run(WARMUP, None)?;
+    let mut perf = None;
+    if with_perf {
+        let p = perf::Perf::attach(pid, &log.with_file_name(format!("perf-{pid}")))?;
+        // Let the server settle again after the pause perf's start caused.
+        client.run(Duration::from_millis(200), None)?;
+        p.enable()?;
+        perf = Some(p);
+    }
+    let cpu0 = sys::proc_cpu_ns(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let me = std::process::id();
+    let (busy0, me0) = (sys::machine_busy_ns().unwrap_or(0), sys::proc_cpu_ns(me).unwrap_or(0));
+    let t0 = Instant::now();
+    let client0 = sys::thread_cpu_ns();
+    let mut hist = Hist::new();
+    let msgs = client.run(Duration::from_secs_f64(secs), Some(&mut hist))?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let client1 = sys::thread_cpu_ns();
+    let cpu1 = sys::proc_cpu_ns(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let (busy1, me1) = (sys::machine_busy_ns().unwrap_or(0), sys::proc_cpu_ns(me).unwrap_or(0));
+    let ours = cpu1.saturating_sub(cpu0) + me1.saturating_sub(me0);
+    let other_cores = busy1.saturating_sub(busy0).saturating_sub(ours) as f64 / 1e9 / elapsed;
+    let counts = match perf {
+        Some(p) => Some(p.finish()?),
+        None => None,
+    };
+    let rss_kib = sys::proc_hwm_kib(pid).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    srv.check_alive()?;
+    drop(client);
+    drop(srv);
+    if msgs == 0 {
+        return Err("no round trip completed".into());
+    }
+    let m = Measure {
+        msgs,
+        secs: elapsed,
+        msgs_per_s: msgs as f64 / elapsed,
+        p50_us: hist.quantile(0.50) as f64 / 1000.0,
+        p99_us: hist.quantile(0.99) as f64 / 1000.0,
+        cpu_us_per_msg: cpu1.saturating_sub(cpu0) as f64 / 1000.0 / msgs as f64,
+        client_us_per_msg: client1.saturating_sub(client0) as f64 / 1000.0 / msgs as f64,
+        other_cores,
+        rss_kib,
+    };
+    Ok((m, counts))
+}
+
+fn bench(cfg: &Config, command: &str) -> Result<(), String> {
+    let nofile = sys::raise_nofile();
+    let max_conns = cfg.conns.iter().copied().max().unwrap_or(0);
+    if (nofile as usize) < max_conns + 64 {
+        eprintln!("echo_bench: warning: RLIMIT_NOFILE is {nofile}, too low for {max_conns} connections");
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    let log = cfg.out.join("servers.log");
+    let _ = std::fs::write(&log, "");
+    let n = sys::nproc();
+
+    // The jobs of one round, in order: every server on cell 1, then cell 2, ...
+    let mut entries: Vec<Entry> = Vec::new();
+    for &size in &cfg.sizes {
+        for &conns in &cfg.conns {
+            for kind in &cfg.servers {
+                let threads = if kind == "cport" { n } else { 0 };
+                let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
+                entries.push(Entry { cell: Cell { conns, size }, server, oversub: false, rounds: Vec::new() });
+            }
+        }
+    }
+    let oversub_cell = Cell { conns: 256, size: 64 };
+    if cfg.servers.iter().any(|s| s == "cport") && cfg.conns.contains(&256) && cfg.sizes.contains(&64) {
+        for t in OVERSUB_THREADS {
+            let server = Server { label: format!("cport-{t}"), kind: "cport", threads: t };
+            entries.push(Entry { cell: oversub_cell, server, oversub: true, rounds: Vec::new() });
+        }
+    }
+    let perf_kinds: Vec<&String> = if cfg.perf { cfg.servers.iter().collect() } else { Vec::new() };
+    let total = (entries.len() * cfg.rounds + perf_kinds.len()) as u64;
+    let per_job = cfg.secs + WARMUP.as_secs_f64() + 0.3;
+    eprintln!(
+        "echo_bench: {} measurements of {:.1} s (+0.3 s warm-up) each, about {:.0} s; servers in child processes, log in {}",
+        total,
+        cfg.secs,
+        total as f64 * per_job,
+        log.display()
+    );
+
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:32}] {pos}/{len} eta {eta} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let load_start = sys::loadavg();
+    for round in 1..=cfg.rounds {
+        for e in entries.iter_mut() {
+            pb.set_message(format!(
+                "round {round}/{}: {} at {} conns x {} B",
+                cfg.rounds, e.server.label, e.cell.conns, e.cell.size
+            ));
+            let r = measure(&e.server, e.cell, cfg.secs, &log, false).map(|(m, _)| m);
+            if let Err(why) = &r {
+                let (label, conns, size) = (&e.server.label, e.cell.conns, e.cell.size);
+                pb.suspend(|| eprintln!("failed: {label} at {conns} conns x {size} B, round {round}: {why}"));
+            }
+            e.rounds.push(r);
+            pb.inc(1);
+        }
+    }
+    let mut perf_rows = Vec::new();
+    let perf_cell = Cell { conns: 16, size: 64 };
+    for kind in perf_kinds {
+        let threads = if kind == "cport" { n } else { 0 };
+        let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
+        pb.set_message(format!("perf stat: {kind} at 16 conns x 64 B"));
+        let r = measure(&server, perf_cell, cfg.secs, &log, true).map(|(m, c)| (m, c.expect("perf was asked for")));
+        if let Err(why) = &r {
+            pb.suspend(|| eprintln!("failed: perf run of {kind}: {why}"));
+        }
+        perf_rows.push(PerfRow { server: kind.clone(), cell: perf_cell, result: r });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    let meta = report::Meta {
+        load: format!("{} at the start, {} at the end", load_start, sys::loadavg()),
+        date: sys::utc_now(),
+        machine: sys::machine(),
+        command: command.to_string(),
+        secs: cfg.secs,
+        rounds: cfg.rounds,
+        workers: n,
+        wall_secs: started.elapsed().as_secs_f64(),
+    };
+    let md = report::markdown(&meta, &entries, &perf_rows);
+    let write = |name: &str, text: &str| {
+        let p = cfg.out.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("echo.md", &md)?;
+    write("echo.csv", &report::csv(&entries))?;
+    write("echo_rounds.csv", &report::rounds_csv(&entries))?;
+    let mut charts = Vec::new();
+    for (size, name) in [(64, "echo.svg"), (4096, "echo_4096.svg")] {
+        if entries.iter().any(|e| e.cell.size == size && !e.oversub) {
+            let p = cfg.out.join(name);
+            match report::svg(&p, &entries, size) {
+                Ok(()) => charts.push(p.display().to_string()),
+                Err(e) => eprintln!("echo_bench: chart {}: {e}", p.display()),
+            }
+        }
+    }
+    println!("{md}");
+    eprintln!("echo_bench: wrote {}/echo.md, echo.csv, echo_rounds.csv {}", cfg.out.display(), charts.join(" "));
+    Ok(())
+}

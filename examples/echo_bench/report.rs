@@ -1,0 +1,500 @@
+//! The outputs: echo.md (tables), echo.csv (medians), echo_rounds.csv (every round) and the
+//! SVG charts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::{Cell, Entry, Measure, PerfRow};
+
+pub struct Meta {
+    pub load: String,
+    pub date: String,
+    pub machine: String,
+    pub command: String,
+    pub secs: f64,
+    pub rounds: usize,
+    pub workers: usize,
+    pub wall_secs: f64,
+}
+
+/// The median of each figure over the rounds that succeeded.
+pub struct Summary {
+    pub ok: usize,
+    pub of: usize,
+    pub med: Option<Measure>,
+    pub error: Option<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn summarize(e: &Entry) -> Summary {
+    let ok: Vec<&Measure> = e.rounds.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let error = e.rounds.iter().find_map(|r| r.as_ref().err().cloned());
+    let med = (!ok.is_empty()).then(|| {
+        let m = |f: fn(&Measure) -> f64| median(ok.iter().map(|x| f(x)).collect());
+        Measure {
+            msgs: m(|x| x.msgs as f64) as u64,
+            secs: m(|x| x.secs),
+            msgs_per_s: m(|x| x.msgs_per_s),
+            p50_us: m(|x| x.p50_us),
+            p99_us: m(|x| x.p99_us),
+            cpu_us_per_msg: m(|x| x.cpu_us_per_msg),
+            client_us_per_msg: m(|x| x.client_us_per_msg),
+            other_cores: m(|x| x.other_cores),
+            rss_kib: m(|x| x.rss_kib as f64) as u64,
+        }
+    });
+    Summary { ok: ok.len(), of: e.rounds.len(), med, error }
+}
+
+/// The main-matrix summary of `server` on `cell`.
+fn find<'a>(entries: &'a [Entry], sums: &'a [Summary], cell: Cell, server: &str) -> Option<&'a Measure> {
+    entries
+        .iter()
+        .zip(sums)
+        .find(|(e, _)| e.cell == cell && !e.oversub && e.server.label == server)
+        .and_then(|(_, s)| s.med.as_ref())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.2}x"))
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn fmt_us(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn fmt_mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn fmt_size(b: usize) -> String {
+    format!("{b} B")
+}
+
+/// Cells of the main matrix in order, and the server labels in order.
+fn layout(entries: &[Entry]) -> (Vec<Cell>, Vec<String>) {
+    let mut cells = Vec::new();
+    let mut servers: Vec<String> = Vec::new();
+    for e in entries.iter().filter(|e| !e.oversub) {
+        if !cells.contains(&e.cell) {
+            cells.push(e.cell);
+        }
+        if !servers.contains(&e.server.label) {
+            servers.push(e.server.label.clone());
+        }
+    }
+    (cells, servers)
+}
+
+pub fn markdown(meta: &Meta, entries: &[Entry], perf: &[PerfRow]) -> String {
+    let sums: Vec<Summary> = entries.iter().map(summarize).collect();
+    let (cells, servers) = layout(entries);
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(w, "# Echo benchmark: cport, tokio, raw epoll, thread per connection\n");
+    let _ = writeln!(w, "- date: {}", meta.date);
+    let _ = writeln!(w, "- machine: {}", meta.machine);
+    let _ = writeln!(w, "- command: `{}`", meta.command);
+    let _ = writeln!(
+        w,
+        "- machine load (shared with other jobs): load average {}; the `other load` column says how many cores \
+         other processes kept busy during each window",
+        meta.load
+    );
+    let _ = writeln!(
+        w,
+        "- method: a fresh server process per measurement; the closed-loop client (1 thread, edge-triggered epoll, \
+         TCP_NODELAY) runs in the bench process; connect all connections, warm up 0.3 s, measure {:.1} s; {} round(s) \
+         interleaved (every server on every cell, then again); figures are medians over rounds. CPU/msg = server \
+         utime+stime (/proc/<pid>/stat) over the window / round trips; RSS = server VmHWM; latency = client round trip.",
+        meta.secs, meta.rounds
+    );
+    let _ = writeln!(
+        w,
+        "- servers: **cport** = one Port, {n} workers, {n} threads in next_completion (accept -> assign -> read_some \
+         16 KiB -> write the bytes -> read); **tokio** = multi-thread runtime (default workers), a task per connection, \
+         read + write_all; **epoll** = one thread, edge-triggered, libc, fixed buffer per connection (the floor); \
+         **threads** = std::net, a thread per connection.",
+        n = meta.workers
+    );
+    let _ = writeln!(w, "- wall time: {:.0} s\n", meta.wall_secs);
+
+    let order = servers.join(" / ");
+    let _ = writeln!(w, "## Per cell\n");
+    let _ = writeln!(w, "Each multi-value column lists {order}.\n");
+    let _ = writeln!(
+        w,
+        "| conns | size | msgs/s | cport/tokio msgs/s | CPU µs/msg | cport/epoll CPU | p50 µs | p99 µs | cport/tokio p99 | peak RSS MiB |"
+    );
+    let _ = writeln!(w, "|---:|---:|---|---:|---|---:|---|---|---:|---|");
+    for &cell in &cells {
+        let per = |f: &dyn Fn(&Measure) -> String| {
+            servers
+                .iter()
+                .map(|sv| find(entries, &sums, cell, sv).map_or("fail".into(), f))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let get = |sv: &str, f: fn(&Measure) -> f64| find(entries, &sums, cell, sv).map(f);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell.conns,
+            fmt_size(cell.size),
+            per(&|m| fmt_rate(m.msgs_per_s)),
+            fmt_ratio(ratio(get("cport", |m| m.msgs_per_s), get("tokio", |m| m.msgs_per_s))),
+            per(&|m| fmt_us(m.cpu_us_per_msg)),
+            fmt_ratio(ratio(get("cport", |m| m.cpu_us_per_msg), get("epoll", |m| m.cpu_us_per_msg))),
+            per(&|m| fmt_us(m.p50_us)),
+            per(&|m| fmt_us(m.p99_us)),
+            fmt_ratio(ratio(get("cport", |m| m.p99_us), get("tokio", |m| m.p99_us))),
+            per(&|m| fmt_mib(m.rss_kib)),
+        );
+    }
+
+    let _ = writeln!(w, "\n## Every server and cell\n");
+    let _ = writeln!(
+        w,
+        "| conns | size | server | msgs/s | p50 µs | p99 µs | CPU µs/msg | peak RSS MiB | vs tokio msgs/s | vs epoll CPU | client CPU µs/msg | other load (cores) | rounds ok |"
+    );
+    let _ = writeln!(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (e, sum) in entries.iter().zip(&sums) {
+        let tokio = find(entries, &sums, e.cell, "tokio").map(|m| m.msgs_per_s);
+        let epoll = find(entries, &sums, e.cell, "epoll").map(|m| m.cpu_us_per_msg);
+        match &sum.med {
+            Some(m) => {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {}/{} |",
+                    e.cell.conns,
+                    fmt_size(e.cell.size),
+                    e.server.label,
+                    fmt_rate(m.msgs_per_s),
+                    fmt_us(m.p50_us),
+                    fmt_us(m.p99_us),
+                    fmt_us(m.cpu_us_per_msg),
+                    fmt_mib(m.rss_kib),
+                    fmt_ratio(ratio(Some(m.msgs_per_s), tokio)),
+                    fmt_ratio(ratio(Some(m.cpu_us_per_msg), epoll)),
+                    fmt_us(m.client_us_per_msg),
+                    m.other_cores,
+                    sum.ok,
+                    sum.of
+                );
+            }
+            None => {
+                let why = sum.error.clone().unwrap_or_default().replace('|', "/");
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | failed: {why} | | | | | | | | | 0/{} |",
+                    e.cell.conns,
+                    fmt_size(e.cell.size),
+                    e.server.label,
+                    sum.of
+                );
+            }
+        }
+    }
+
+    let over: Vec<(&Entry, &Summary)> = entries.iter().zip(&sums).filter(|(e, _)| e.oversub).collect();
+    if let Some((first, _)) = over.first() {
+        let cell = first.cell;
+        let _ = writeln!(
+            w,
+            "\n## Oversubscription: {} connections, {}, cport with {} workers and T threads in next_completion\n",
+            cell.conns,
+            fmt_size(cell.size),
+            meta.workers
+        );
+        let _ = writeln!(w, "| T | msgs/s | p50 µs | p99 µs | CPU µs/msg | vs tokio msgs/s | vs epoll CPU |");
+        let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|");
+        let tokio = find(entries, &sums, cell, "tokio");
+        let epoll = find(entries, &sums, cell, "epoll");
+        for (e, sum) in &over {
+            match &sum.med {
+                Some(m) => {
+                    let _ = writeln!(
+                        w,
+                        "| {} | {} | {} | {} | {} | {} | {} |",
+                        e.server.threads,
+                        fmt_rate(m.msgs_per_s),
+                        fmt_us(m.p50_us),
+                        fmt_us(m.p99_us),
+                        fmt_us(m.cpu_us_per_msg),
+                        fmt_ratio(ratio(Some(m.msgs_per_s), tokio.map(|t| t.msgs_per_s))),
+                        fmt_ratio(ratio(Some(m.cpu_us_per_msg), epoll.map(|t| t.cpu_us_per_msg))),
+                    );
+                }
+                None => {
+                    let _ = writeln!(w, "| {} | failed | | | | | |", e.server.threads);
+                }
+            }
+        }
+        for (name, m) in [("tokio", tokio), ("epoll", epoll)] {
+            if let Some(m) = m {
+                let _ = writeln!(
+                    w,
+                    "| ({name}) | {} | {} | {} | {} | | |",
+                    fmt_rate(m.msgs_per_s),
+                    fmt_us(m.p50_us),
+                    fmt_us(m.p99_us),
+                    fmt_us(m.cpu_us_per_msg)
+                );
+            }
+        }
+    }
+
+    if cells.iter().any(|&c| find(entries, &sums, c, "cport").is_some()) {
+        let _ = writeln!(w, "\n## Targets (issue 4), cport per cell\n");
+        let _ = writeln!(w, "| conns | size | CPU/msg <= 1.10x epoll | msgs/s >= tokio | p99 <= tokio |");
+        let _ = writeln!(w, "|---:|---:|---|---|---|");
+        for &cell in &cells {
+            let get = |sv: &str, f: fn(&Measure) -> f64| find(entries, &sums, cell, sv).map(f);
+            let mark = |r: Option<f64>, ok: fn(f64) -> bool| match r {
+                Some(r) => format!("{} {:.2}x", if ok(r) { "yes" } else { "**no**" }, r),
+                None => "–".into(),
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                cell.conns,
+                fmt_size(cell.size),
+                mark(ratio(get("cport", |m| m.cpu_us_per_msg), get("epoll", |m| m.cpu_us_per_msg)), |r| r <= 1.10),
+                mark(ratio(get("cport", |m| m.msgs_per_s), get("tokio", |m| m.msgs_per_s)), |r| r >= 1.0),
+                mark(ratio(get("cport", |m| m.p99_us), get("tokio", |m| m.p99_us)), |r| r <= 1.0),
+            );
+        }
+    }
+
+    if !perf.is_empty() {
+        let _ = writeln!(w, "\n## Syscalls and context switches per message (perf stat on the server)\n");
+        let _ = writeln!(
+            w,
+            "Extra runs outside the matrix, `perf stat -e raw_syscalls:sys_enter,context-switches -p <server pid>` \
+             enabled only over the {:.1} s window; tracing syscalls slows the server, so msgs/s here is lower.\n",
+            meta.secs
+        );
+        let _ = writeln!(w, "| server | conns | size | msgs/s (under perf) | syscalls/msg | context switches/msg |");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+        for r in perf {
+            match &r.result {
+                Ok((m, c)) => {
+                    let _ = writeln!(
+                        w,
+                        "| {} | {} | {} | {} | {:.2} | {:.2} |",
+                        r.server,
+                        r.cell.conns,
+                        fmt_size(r.cell.size),
+                        fmt_rate(m.msgs_per_s),
+                        c.syscalls as f64 / m.msgs as f64,
+                        c.context_switches as f64 / m.msgs as f64
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        w,
+                        "| {} | {} | {} | failed: {} | | |",
+                        r.server,
+                        r.cell.conns,
+                        fmt_size(r.cell.size),
+                        e.replace('|', "/")
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or(String::new(), |v| format!("{v:.prec$}"))
+}
+
+/// One line per server and cell: the medians and the ratios to tokio (msgs/s) and epoll (CPU).
+pub fn csv(entries: &[Entry]) -> String {
+    let sums: Vec<Summary> = entries.iter().map(summarize).collect();
+    let mut s = String::from(
+        "conns,size,server,threads,oversub,rounds_ok,rounds,msgs_per_s,p50_us,p99_us,cpu_us_per_msg,client_us_per_msg,other_cores,rss_kib,vs_tokio_msgs,vs_epoll_cpu,vs_tokio_p99,error\n",
+    );
+    for (e, sum) in entries.iter().zip(&sums) {
+        let m = sum.med.as_ref();
+        let tokio = find(entries, &sums, e.cell, "tokio");
+        let epoll = find(entries, &sums, e.cell, "epoll");
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            e.cell.conns,
+            e.cell.size,
+            e.server.label,
+            e.server.threads,
+            e.oversub,
+            sum.ok,
+            sum.of,
+            opt(m.map(|m| m.msgs_per_s), 0),
+            opt(m.map(|m| m.p50_us), 2),
+            opt(m.map(|m| m.p99_us), 2),
+            opt(m.map(|m| m.cpu_us_per_msg), 3),
+            opt(m.map(|m| m.client_us_per_msg), 3),
+            opt(m.map(|m| m.other_cores), 2),
+            m.map_or(String::new(), |m| m.rss_kib.to_string()),
+            opt(ratio(m.map(|m| m.msgs_per_s), tokio.map(|t| t.msgs_per_s)), 3),
+            opt(ratio(m.map(|m| m.cpu_us_per_msg), epoll.map(|t| t.cpu_us_per_msg)), 3),
+            opt(ratio(m.map(|m| m.p99_us), tokio.map(|t| t.p99_us)), 3),
+            csv_field(if m.is_none() { sum.error.as_deref().unwrap_or("") } else { "" }),
+        );
+    }
+    s
+}
+
+/// One line per measurement.
+pub fn rounds_csv(entries: &[Entry]) -> String {
+    let mut s = String::from(
+        "round,conns,size,server,msgs,secs,msgs_per_s,p50_us,p99_us,cpu_us_per_msg,client_us_per_msg,rss_kib,error\n",
+    );
+    for e in entries {
+        for (i, r) in e.rounds.iter().enumerate() {
+            let head = format!("{},{},{},{}", i + 1, e.cell.conns, e.cell.size, e.server.label);
+            let _ = match r {
+                Ok(m) => writeln!(
+                    s,
+                    "{head},{},{:.3},{:.0},{:.2},{:.2},{:.3},{:.3},{:.2},{},",
+                    m.msgs,
+                    m.secs,
+                    m.msgs_per_s,
+                    m.p50_us,
+                    m.p99_us,
+                    m.cpu_us_per_msg,
+                    m.client_us_per_msg,
+                    m.other_cores,
+                    m.rss_kib
+                ),
+                Err(why) => writeln!(s, "{head},,,,,,,,,,{}", csv_field(why)),
+            };
+        }
+    }
+    s
+}
+
+fn color(server: &str) -> RGBColor {
+    match server {
+        "cport" => RGBColor(214, 39, 40),
+        "tokio" => RGBColor(31, 119, 180),
+        "epoll" => RGBColor(44, 160, 44),
+        "threads" => RGBColor(127, 127, 127),
+        _ => RGBColor(148, 103, 189),
+    }
+}
+
+/// Two panels for messages of `size` bytes: messages/s and server CPU µs per message against
+/// connections (log x), one line per server.
+pub fn svg(path: &Path, entries: &[Entry], size: usize) -> Result<(), String> {
+    let sums: Vec<Summary> = entries.iter().map(summarize).collect();
+    let (cells, servers) = layout(entries);
+    let cells: Vec<Cell> = cells.into_iter().filter(|c| c.size == size).collect();
+    let series = |f: fn(&Measure) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+        servers
+            .iter()
+            .map(|sv| {
+                let pts =
+                    cells.iter().filter_map(|&c| find(entries, &sums, c, sv).map(|m| (c.conns as f64, f(m)))).collect();
+                (sv.clone(), pts)
+            })
+            .collect()
+    };
+    let panels = [
+        (format!("messages/s, {size} B messages"), "thousand messages/s", series(|m| m.msgs_per_s / 1000.0)),
+        (format!("server CPU per message, {size} B"), "CPU µs per message", series(|m| m.cpu_us_per_msg)),
+    ];
+    let xs: Vec<f64> = cells.iter().map(|c| c.conns as f64).collect();
+    let (xmin, xmax) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    if xs.is_empty() {
+        return Err("no cells of this size".into());
+    }
+    let (xmin, xmax) = (xmin / 1.6, xmax * 1.6);
+    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let areas = root.split_evenly((1, 2));
+    for (area, (title, ylabel, lines)) in areas.iter().zip(panels.iter()) {
+        let ymax = lines.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y)).fold(0.0, f64::max).max(1e-9) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d((xmin..xmax).log_scale().with_key_points(xs.clone()), 0.0..ymax)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("connections (log scale)")
+            .y_desc(*ylabel)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (server, pts) in lines {
+            if pts.is_empty() {
+                continue;
+            }
+            let c = color(server);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(server.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(|x| e(&x))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
