@@ -67,7 +67,7 @@ pub use completion::{Completion, Status};
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result, StartError};
 pub use isb::Isb;
-pub use port::{Builder, Port};
+pub use port::{Builder, Port, MAX_THREADS};
 pub use request::{Op, Progress, Request};
 
 /// The README's usage example, compiled and run as a doctest.

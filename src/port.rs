@@ -12,9 +12,9 @@ use crate::isb::{self, Inner, Isb, Pending, Step, Stream};
 use crate::queue::Queue;
 use crate::request::{Kind, Op, Request, Side};
 use crate::sleep::{Sleep, Wake};
-use crate::sync::{lock, spin_hint, thread, Arc, AtomicU8, AtomicUsize, Mutex, Ordering, RwLock};
+use crate::sync::{fence, lock, spin_hint, thread, Arc, AtomicU8, AtomicUsize, Mutex, Ordering, RwLock};
 use crate::sys::socket::{self, Connecting};
-use crate::sys::{Interest, Selector};
+use crate::sys::{Events, Interest, Selector, POKE_TOKEN, STOP_TOKEN, TIMER_TOKEN};
 use crate::timer::{TimerId, Wheel};
 use crate::token::{Slab, Token};
 use crate::worker;
@@ -26,6 +26,9 @@ const CLOSING: u8 = 1;
 /// Every completion the port will ever produce is queued; waiters that find the queue empty
 /// return `PortClosed`.
 const CLOSED: u8 = 2;
+
+/// The most worker threads a port may have.
+pub const MAX_THREADS: usize = 1024;
 
 /// The bit of `Shared::posting` that refuses new posts.
 const GATE_CLOSED: usize = 1 << (usize::BITS - 1);
@@ -80,6 +83,26 @@ pub(crate) struct Shared {
     posting: AtomicUsize,
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
     threads: usize,
+    /// No workers (`threads(0)`): the threads in `next_completion` wait in `epoll_wait`
+    /// themselves (see ARCHITECTURE.md, "Polling waiters").
+    polling: bool,
+    /// Threads in, or about to enter, `epoll_wait` in `next_completion`: a completion pushed
+    /// now must poke one of them.
+    pollers: AtomicUsize,
+    /// Event buffers of polling waiters, reused.
+    event_bufs: Mutex<Vec<Events>>,
+}
+
+/// Where the completion of a finished request goes.
+pub(crate) enum Deliver<'a> {
+    /// Into the queue, waking a waiter.
+    Queue,
+    /// Into the queue without waking anyone, counted: a polling waiter dispatching events
+    /// takes one of them itself and wakes others only for the rest.
+    Quiet(&'a mut usize),
+    /// Back to the caller of `start_io_inline`, not queued (the first one; any other goes to
+    /// the queue).
+    Hand(&'a mut Option<Completion>),
 }
 
 /// An I/O completion port: one epoll instance, worker threads that do the I/O, and a queue of
@@ -121,6 +144,10 @@ pub struct Builder {
 
 impl Builder {
     /// Number of worker threads waiting on epoll. Default: the number of CPUs.
+    ///
+    /// `0` means no workers: the threads in `next_completion` drive the I/O themselves, one of
+    /// them at a time waiting on epoll, like a progress engine. It saves a thread hop per
+    /// completion, but I/O then moves only while some thread is in `next_completion`.
     pub fn threads(mut self, n: usize) -> Builder {
         self.threads = Some(n);
         self
@@ -129,11 +156,13 @@ impl Builder {
     /// Creates the port and starts its workers.
     ///
     /// # Errors
-    /// `InvalidInput` for zero threads; `Os` when epoll, eventfd, timerfd or a thread cannot
-    /// be created.
+    /// `InvalidInput` for more than `MAX_THREADS` threads; `Os` when epoll, an eventfd, the
+    /// timerfd or a thread cannot be created.
     pub fn build(self) -> Result<Port> {
         let threads = match self.threads {
-            Some(0) => return Err(Error::invalid("a port needs at least one worker thread")),
+            Some(n) if n > MAX_THREADS => {
+                return Err(Error::invalid(format!("{n} worker threads is more than the limit of {MAX_THREADS}")))
+            }
             Some(n) => n,
             None => thread_count(),
         };
@@ -149,6 +178,9 @@ impl Builder {
             posting: AtomicUsize::new(0),
             workers: Mutex::new(Vec::with_capacity(threads)),
             threads,
+            polling: threads == 0,
+            pollers: AtomicUsize::new(0),
+            event_bufs: Mutex::new(Vec::new()),
         });
         let port = Port { shared };
         for i in 0..threads {
@@ -308,13 +340,13 @@ impl Port {
         inner.pending[Side::Write as usize] =
             Some(Box::new(Pending { req: Request { kind: Kind::Connect, progress: None }, done: 0 }));
         match outcome {
-            Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None),
+            Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, &mut Deliver::Queue),
             Some(Err(e)) => {
                 let status =
                     if e.kind() == std::io::ErrorKind::ConnectionReset { Status::Abandoned } else { Status::Failed };
-                self.shared.finish(stream, &mut inner, Side::Write, status, Some(e))
+                self.shared.finish(stream, &mut inner, Side::Write, status, Some(e), &mut Deliver::Queue)
             }
-            None => self.shared.rearm(stream, &mut inner),
+            None => self.shared.rearm(stream, &mut inner, &mut Deliver::Queue),
         }
         drop(inner);
         Ok(isb)
@@ -333,6 +365,10 @@ impl Port {
     /// (read or write) already has an I/O or an untaken completion; `PortClosed` after
     /// shutdown.
     pub fn start_io(&self, isb: &Isb, req: Request) -> std::result::Result<(), StartError> {
+        self.start(isb, req, &mut Deliver::Queue)
+    }
+
+    fn start(&self, isb: &Isb, req: Request, how: &mut Deliver<'_>) -> std::result::Result<(), StartError> {
         let stream = &isb.stream;
         let token = stream.user_token;
         if stream.port_key != self.shared.key() {
@@ -382,10 +418,24 @@ impl Port {
             _ => false,
         };
         if !skip {
-            self.shared.advance(stream, &mut inner, side, false);
+            self.shared.advance(stream, &mut inner, side, false, how);
         }
-        self.shared.rearm(stream, &mut inner);
+        self.shared.rearm(stream, &mut inner, &mut Deliver::Queue);
         Ok(())
+    }
+
+    /// Like [`Port::start_io`], but an I/O that finishes at once is not queued: its completion
+    /// comes back here (`Ok(Some)`), and no thread is woken for it (IOCP's "skip completion
+    /// port on success"). `Ok(None)`: the I/O is pending and its completion will come through
+    /// `next_completion` as usual. A thread that handles a completion and starts the next I/O
+    /// on the same stream (an echo's write) saves a queue trip and a wake-up this way.
+    ///
+    /// # Errors
+    /// As [`Port::start_io`].
+    pub fn start_io_inline(&self, isb: &Isb, req: Request) -> std::result::Result<Option<Completion>, StartError> {
+        let mut done = None;
+        self.start(isb, req, &mut Deliver::Hand(&mut done))?;
+        Ok(done)
     }
 
     /// Starts a read of `min..=max` bytes: [`Request::read`].
@@ -432,7 +482,7 @@ impl Port {
                 [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).collect();
             let mut inner = stream.lock();
             for side in &busy {
-                self.shared.finish(stream, &mut inner, *side, Status::Cancelled, None);
+                self.shared.finish(stream, &mut inner, *side, Status::Cancelled, None, &mut Deliver::Queue);
             }
             return Ok(busy.len());
         }
@@ -443,7 +493,7 @@ impl Port {
                 format!("cancel on stream {}: not assigned", stream.user_token),
             ));
         }
-        Ok(self.shared.end_all(stream, &mut inner, Status::Cancelled))
+        Ok(self.shared.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue))
     }
 
     /// Sets the stream's deadline: I/O still pending `after` from now ends as `TimedOut`.
@@ -569,8 +619,15 @@ impl Port {
             if let Some(c) = s.take() {
                 return Ok(Some(c));
             }
-            if timeout == Some(Duration::ZERO) {
-                return Ok(None);
+            if timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(s.take());
+            }
+            if s.polling {
+                if s.sleep.take_wakeup() {
+                    return Ok(None);
+                }
+                s.poll(deadline);
+                continue;
             }
             let ready = || !s.queue.is_empty() || s.state.load(Ordering::SeqCst) == CLOSED;
             match s.sleep.park(ready, deadline) {
@@ -618,7 +675,9 @@ impl Port {
     /// Makes one thread blocked in `next_completion` return `Ok(None)` at once; with none
     /// blocked, the next one that would block returns at once instead (seed 004's wakeup).
     pub fn wakeup(&self) {
-        self.shared.sleep.wakeup();
+        if !self.shared.sleep.wakeup() {
+            self.shared.poke();
+        }
     }
 
     /// Shuts the port down: new I/O, assigns and posts are refused with `PortClosed`, every
@@ -725,7 +784,82 @@ impl Shared {
     /// Queues a completion and wakes one waiter.
     fn push(&self, c: Completion) {
         self.queue.push(c);
-        self.sleep.notify_one();
+        if self.polling {
+            self.poke();
+        } else {
+            self.sleep.notify_one();
+        }
+    }
+
+    /// Delivers a completion as `how` says.
+    fn deliver(&self, c: Completion, how: &mut Deliver<'_>) {
+        match how {
+            Deliver::Queue => self.push(c),
+            Deliver::Quiet(n) => {
+                self.queue.push(c);
+                **n += 1;
+            }
+            Deliver::Hand(slot) if slot.is_none() => {
+                if let (Some(isb), Some(side)) = (&c.isb, c.op.side()) {
+                    isb.stream.processed(side);
+                }
+                **slot = Some(c);
+            }
+            Deliver::Hand(_) => self.push(c),
+        }
+    }
+
+    /// Wakes one thread blocked in `epoll_wait` in `next_completion`, if any (polling ports).
+    /// Dekker with `poll`: the caller changed the queue (or the wakeups) first; `poll` counts
+    /// itself in `pollers` first, then looks at the queue. One of the two sees the other.
+    fn poke(&self) {
+        if self.polling {
+            fence(Ordering::SeqCst);
+            if self.pollers.load(Ordering::SeqCst) > 0 {
+                self.selector.poke();
+            }
+        }
+    }
+
+    /// A polling waiter's turn: unless there is something to take already, wait on epoll (at
+    /// most until `deadline`) like a worker, dispatch what came, and poke another waiter if it
+    /// produced more than the one completion this thread will take. See ARCHITECTURE.md,
+    /// "Polling waiters".
+    fn poll(&self, deadline: Option<Instant>) {
+        let mut events =
+            lock(&self.event_bufs).pop().unwrap_or_else(|| Events::with_capacity(crate::worker::EVENTS_PER_WAIT));
+        self.pollers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let idle =
+            self.queue.is_empty() && self.state.load(Ordering::SeqCst) != CLOSED && self.sleep.wakeups_pending() == 0;
+        let waited = idle && self.selector.wait(&mut events, timeout_ms(deadline)).is_ok();
+        self.pollers.fetch_sub(1, Ordering::SeqCst);
+        if waited {
+            let mut produced = 0;
+            self.dispatch(&events, &mut Deliver::Quiet(&mut produced));
+            if produced > 1 {
+                self.poke();
+            }
+        }
+        lock(&self.event_bufs).push(events);
+    }
+
+    /// Acts on events taken from epoll; returns true when the stop event was among them.
+    pub(crate) fn dispatch(&self, events: &Events, how: &mut Deliver<'_>) -> bool {
+        let mut stop = false;
+        for ev in events.iter() {
+            match ev.token {
+                STOP_TOKEN => stop = true,
+                TIMER_TOKEN => self.on_timer(how),
+                POKE_TOKEN => self.selector.ack_poke(),
+                t => {
+                    if let Some(token) = Token::from_u64(t) {
+                        self.on_ready(token, ev.readable, ev.writable, ev.hangup, how);
+                    }
+                }
+            }
+        }
+        stop
     }
 
     /// Takes a completion; its side becomes PROCESSED.
@@ -742,7 +876,14 @@ impl Shared {
     }
 
     /// Moves `side`'s request forward and completes it if it finished.
-    pub(crate) fn advance(&self, stream: &Arc<Stream>, inner: &mut Inner, side: Side, hangup: bool) {
+    pub(crate) fn advance(
+        &self,
+        stream: &Arc<Stream>,
+        inner: &mut Inner,
+        side: Side,
+        hangup: bool,
+        how: &mut Deliver<'_>,
+    ) {
         match inner.step(side, hangup) {
             Step::Pending => {}
             Step::Done(status, err) => {
@@ -752,20 +893,20 @@ impl Shared {
                         inner.backoff = Some(id);
                     }
                 }
-                self.finish(stream, inner, side, status, err);
+                self.finish(stream, inner, side, status, err, how);
             }
             Step::Accepted(d, addr) => {
                 let p = self.take_pending(stream, inner, side);
                 let mut c = isb::completion(Isb { stream: stream.clone() }, Op::Accept, p, Status::Ok, None);
                 c.accepted = Some(d);
                 c.addr = addr;
-                self.push(c);
+                self.deliver(c, how);
             }
             Step::Received(addr) => {
                 let p = self.take_pending(stream, inner, side);
                 let mut c = isb::completion(Isb { stream: stream.clone() }, Op::RecvFrom, p, Status::Ok, None);
                 c.addr = Some(addr);
-                self.push(c);
+                self.deliver(c, how);
             }
         }
     }
@@ -787,6 +928,7 @@ impl Shared {
         side: Side,
         status: Status,
         err: Option<std::io::Error>,
+        how: &mut Deliver<'_>,
     ) {
         let p = self.take_pending(stream, inner, side);
         let op = p.req.op();
@@ -797,15 +939,15 @@ impl Shared {
         }
         let err = err.map(|e| Error::from_io(&e, format!("{op} on {}", stream.describe(inner))));
         let c = isb::completion(Isb { stream: stream.clone() }, op, p, status, err);
-        self.push(c);
+        self.deliver(c, how);
     }
 
     /// Completes every pending request of the stream with `status`; returns how many.
-    fn end_all(&self, stream: &Arc<Stream>, inner: &mut Inner, status: Status) -> usize {
+    fn end_all(&self, stream: &Arc<Stream>, inner: &mut Inner, status: Status, how: &mut Deliver<'_>) -> usize {
         let mut n = 0;
         for side in [Side::Read, Side::Write] {
             if inner.pending[side as usize].is_some() {
-                self.finish(stream, inner, side, status, None);
+                self.finish(stream, inner, side, status, None, how);
                 n += 1;
             }
         }
@@ -814,7 +956,7 @@ impl Shared {
 
     /// Arms epoll for what the stream still waits for, unless it already is. See
     /// ARCHITECTURE.md, "Re-arm": both sides' interest always goes in together.
-    pub(crate) fn rearm(&self, stream: &Arc<Stream>, inner: &mut Inner) {
+    pub(crate) fn rearm(&self, stream: &Arc<Stream>, inner: &mut Inner, how: &mut Deliver<'_>) {
         let want = inner.interest();
         if want.is_none() || inner.armed.covers(want) {
             return;
@@ -828,7 +970,7 @@ impl Shared {
                     let waits = if side == Side::Read { want.readable } else { want.writable };
                     if waits {
                         let err = std::io::Error::new(e.kind(), format!("arming epoll: {e}"));
-                        self.finish(stream, inner, side, Status::Failed, Some(err));
+                        self.finish(stream, inner, side, Status::Failed, Some(err), how);
                     }
                 }
             }
@@ -849,7 +991,7 @@ impl Shared {
         if close && crate::sync::planted("close_before_cancel") {
             // Planted bug: the Close completion goes out before the cancellations.
             self.push(Completion::new(stream.user_token, Some(Isb { stream: stream.clone() }), Op::Close, Status::Ok));
-            self.end_all(stream, &mut inner, Status::Cancelled);
+            self.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
             let _ = self.selector.deregister(fd);
             if let Some(mut d) = inner.driver.take() {
                 d.detach();
@@ -858,7 +1000,7 @@ impl Shared {
             write_slab(&self.streams).remove(stream.token);
             return Ok(());
         }
-        self.end_all(stream, &mut inner, Status::Cancelled);
+        self.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
         let _ = self.selector.deregister(fd);
         for id in [inner.deadline.take(), inner.backoff.take()].into_iter().flatten() {
             self.disarm_timer(id.0);
@@ -895,7 +1037,7 @@ impl Shared {
     }
 
     /// The timerfd fired: expire due timers, reprogram, and act on each.
-    pub(crate) fn on_timer(&self) {
+    pub(crate) fn on_timer(&self, how: &mut Deliver<'_>) {
         self.selector.ack_timer();
         let mut due = Vec::new();
         {
@@ -915,7 +1057,7 @@ impl Shared {
                 let mut inner = stream.lock();
                 inner.deadline = None;
                 for side in busy {
-                    self.finish(&stream, &mut inner, side, Status::TimedOut, None);
+                    self.finish(&stream, &mut inner, side, Status::TimedOut, None, how);
                 }
                 continue;
             }
@@ -923,12 +1065,12 @@ impl Shared {
             match key.kind {
                 TimerKind::Deadline if inner.deadline.map(|d| d.1) == Some(key.seq) => {
                     inner.deadline = None;
-                    self.end_all(&stream, &mut inner, Status::TimedOut);
+                    self.end_all(&stream, &mut inner, Status::TimedOut, how);
                 }
                 TimerKind::Backoff if inner.backoff.map(|d| d.1) == Some(key.seq) => {
                     inner.backoff = None;
-                    self.advance(&stream, &mut inner, Side::Read, false);
-                    self.rearm(&stream, &mut inner);
+                    self.advance(&stream, &mut inner, Side::Read, false, how);
+                    self.rearm(&stream, &mut inner, how);
                 }
                 _ => {}
             }
@@ -936,7 +1078,7 @@ impl Shared {
     }
 
     /// A readiness event for `token`.
-    pub(crate) fn on_ready(&self, token: Token, readable: bool, writable: bool, hangup: bool) {
+    pub(crate) fn on_ready(&self, token: Token, readable: bool, writable: bool, hangup: bool, how: &mut Deliver<'_>) {
         let Some(stream) = self.stream(token) else { return };
         let mut inner = stream.lock();
         if inner.driver.is_none() {
@@ -945,12 +1087,12 @@ impl Shared {
         // Oneshot: the kernel disarmed the fd when it delivered this event.
         inner.armed = Interest::NONE;
         if (readable || hangup) && inner.backoff.is_none() {
-            self.advance(&stream, &mut inner, Side::Read, hangup);
+            self.advance(&stream, &mut inner, Side::Read, hangup, how);
         }
         if writable || hangup {
-            self.advance(&stream, &mut inner, Side::Write, hangup);
+            self.advance(&stream, &mut inner, Side::Write, hangup, how);
         }
-        self.rearm(&stream, &mut inner);
+        self.rearm(&stream, &mut inner, how);
     }
 
     /// See ARCHITECTURE.md, "Shutdown".
@@ -977,11 +1119,15 @@ impl Shared {
         let streams = read_slab(&self.streams).values();
         for stream in &streams {
             let mut inner = stream.lock();
-            self.end_all(stream, &mut inner, Status::Cancelled);
+            self.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
         }
         // 4. Every completion the port will produce is queued: let waiters drain and leave.
         self.state.store(CLOSED, Ordering::SeqCst);
         self.sleep.notify_all();
+        if self.polling {
+            // Level-triggered and never read: every polling waiter wakes and sees CLOSED.
+            let _ = self.selector.stop();
+        }
     }
 
     /// The last handle is gone. See ARCHITECTURE.md, "Shutdown".
@@ -1016,6 +1162,19 @@ impl Shared {
         while self.queue.pop().is_some() {}
         // 8. The epoll, eventfd and timerfd close when the last Arc<Shared> drops, which is
         //    the caller's.
+    }
+}
+
+/// The `epoll_wait` timeout for `deadline`: -1 for none, else milliseconds rounded up (so the
+/// wait never ends before the deadline), capped at `i32::MAX`.
+fn timeout_ms(deadline: Option<Instant>) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        }
     }
 }
 

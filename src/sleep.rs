@@ -115,7 +115,8 @@ impl Sleep {
         }
     }
 
-    fn take_wakeup(&self) -> bool {
+    /// Consumes a `wakeup()` that found nobody parked, if there is one.
+    pub(crate) fn take_wakeup(&self) -> bool {
         self.wakeups.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 
@@ -132,14 +133,19 @@ impl Sleep {
         p.cv.notify_one();
     }
 
-    /// Called after pushing a completion: wakes exactly one parked waiter, if any.
-    pub(crate) fn notify_one(&self) {
+    /// Called after pushing a completion (or freeing the poller role): wakes exactly one
+    /// parked waiter, if any. Returns whether it woke one.
+    pub(crate) fn notify_one(&self) -> bool {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) == 0 {
-            return;
+            return false;
         }
-        if let Some(p) = self.pop() {
-            Sleep::wake(&p, NOTIFIED);
+        match self.pop() {
+            Some(p) => {
+                Sleep::wake(&p, NOTIFIED);
+                true
+            }
+            None => false,
         }
     }
 
@@ -152,19 +158,26 @@ impl Sleep {
     }
 
     /// Makes one parked waiter return without a completion; with nobody parked, the next
-    /// waiter that would park returns at once instead.
-    pub(crate) fn wakeup(&self) {
+    /// waiter that would park returns at once instead. Returns whether it woke a parked one.
+    pub(crate) fn wakeup(&self) -> bool {
         let mut idle = lock(&self.idle);
         match idle.pop() {
             Some(p) => {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 drop(idle);
                 Sleep::wake(&p, WOKEN);
+                true
             }
             None => {
                 self.wakeups.fetch_add(1, Ordering::SeqCst);
+                false
             }
         }
+    }
+
+    /// `wakeup()` calls not yet consumed.
+    pub(crate) fn wakeups_pending(&self) -> usize {
+        self.wakeups.load(Ordering::SeqCst)
     }
 
     /// Number of parked waiters.

@@ -1,12 +1,11 @@
 //! The worker loop: wait on epoll, find the stream, do its I/O, complete, re-arm.
 
-use crate::port::Shared;
+use crate::port::{Deliver, Shared};
 use crate::sync::Arc;
-use crate::sys::{Events, STOP_TOKEN, TIMER_TOKEN};
-use crate::token::Token;
+use crate::sys::Events;
 
 /// Events taken per `epoll_wait`.
-const EVENTS_PER_WAIT: usize = 256;
+pub(crate) const EVENTS_PER_WAIT: usize = 256;
 
 /// Runs one worker until the port is torn down (the stop eventfd becomes readable).
 pub(crate) fn run(shared: &Arc<Shared>) {
@@ -16,16 +15,8 @@ pub(crate) fn run(shared: &Arc<Shared>) {
             // Only EBADF/EINVAL can get here: the epoll fd is gone, so is the port.
             return;
         }
-        for ev in events.iter() {
-            match ev.token {
-                STOP_TOKEN => return,
-                TIMER_TOKEN => shared.on_timer(),
-                t => {
-                    if let Some(token) = Token::from_u64(t) {
-                        shared.on_ready(token, ev.readable, ev.writable, ev.hangup);
-                    }
-                }
-            }
+        if shared.dispatch(&events, &mut Deliver::Queue) {
+            return;
         }
     }
 }

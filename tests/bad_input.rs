@@ -300,7 +300,7 @@ fn the_same_fd_assigned_twice() {
 
 #[test]
 fn bad_port_arguments() {
-    error_is(Port::builder().threads(0).build(), ErrorKind::InvalidInput, &["thread"]);
+    error_is(Port::builder().threads(cport::MAX_THREADS + 1).build(), ErrorKind::InvalidInput, &["threads"]);
     let port = port();
     let mut out = Vec::new();
     error_is(port.next_completions(&mut out, 0, Some(Duration::ZERO)), ErrorKind::InvalidInput, &["max 0"]);

@@ -116,7 +116,17 @@ fn handle(port: &Port, st: &State, mut c: Completion) -> bool {
 
 #[test]
 fn eight_threads_echo_32_connections_200_round_trips() {
-    let port = port(2);
+    echo_32_connections(2);
+}
+
+/// The same with no workers: the eight takers poll epoll themselves, one at a time.
+#[test]
+fn eight_polling_threads_echo_32_connections_200_round_trips() {
+    echo_32_connections(0);
+}
+
+fn echo_32_connections(workers: usize) {
+    let port = port(workers);
     let mut streams = Vec::new();
     for c in 0..CONNS {
         let (server, client) = tcp_pair();
@@ -174,10 +184,20 @@ fn eight_threads_echo_32_connections_200_round_trips() {
 
 #[test]
 fn echo_with_blocking_std_clients() {
+    echo_with_std_clients(2);
+}
+
+/// The same with no workers and the takers polling.
+#[test]
+fn polling_echo_with_blocking_std_clients() {
+    echo_with_std_clients(0);
+}
+
+fn echo_with_std_clients(workers: usize) {
     use std::io::{Read, Write};
     const CLIENTS: usize = 8;
     const TRIPS: usize = 100;
-    let port = port(2);
+    let port = port(workers);
     let mut peers = Vec::new();
     for c in 0..CLIENTS {
         let (isb, peer) = assigned_pair(&port, c as u64);

@@ -346,7 +346,7 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     for &size in &cfg.sizes {
         for &conns in &cfg.conns {
             for kind in &cfg.servers {
-                let threads = if kind == "cport" { n } else { 0 };
+                let threads = if kind.starts_with("cport") { n } else { 0 };
                 let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
                 entries.push(Entry { cell: Cell { conns, size }, server, oversub: false, rounds: Vec::new() });
             }
@@ -396,7 +396,7 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     let mut perf_rows = Vec::new();
     let perf_cell = Cell { conns: 16, size: 64 };
     for kind in perf_kinds {
-        let threads = if kind == "cport" { n } else { 0 };
+        let threads = if kind.starts_with("cport") { n } else { 0 };
         let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
         pb.set_message(format!("perf stat: {kind} at 16 conns x 64 B"));
         let r = measure(&server, perf_cell, cfg.secs, &log, true).map(|(m, c)| (m, c.expect("perf was asked for")));

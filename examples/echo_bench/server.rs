@@ -20,7 +20,7 @@ const BUF: usize = 16 * 1024;
 const BACKLOG: libc::c_int = 4096;
 
 /// The server kinds `serve` knows.
-pub const KINDS: [&str; 4] = ["cport", "tokio", "epoll", "threads"];
+pub const KINDS: [&str; 5] = ["cport", "cport-poll", "tokio", "epoll", "threads"];
 
 /// Runs server `kind` until killed. `threads` is the number of `next_completion` threads for
 /// cport (0: the number of CPUs); the other kinds ignore it.
@@ -30,7 +30,9 @@ pub fn main(kind: &str, threads: usize) -> Result<(), String> {
     let listener = bind_loopback().map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     match kind {
-        "cport" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }),
+        "cport" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, None),
+        // No workers: the handler threads poll epoll themselves (`Builder::threads(0)`).
+        "cport-poll" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, Some(0)),
         "tokio" => serve_tokio(listener, addr),
         "epoll" => serve_epoll(listener, addr),
         "threads" => serve_threads(listener, addr),
@@ -120,8 +122,12 @@ impl Spares {
     }
 }
 
-fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize) -> Result<(), String> {
-    let port = Port::new().map_err(|e| e.to_string())?;
+fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize, workers: Option<usize>) -> Result<(), String> {
+    let mut builder = Port::builder();
+    if let Some(w) = workers {
+        builder = builder.threads(w);
+    }
+    let port = builder.build().map_err(|e| e.to_string())?;
     let lis = port.assign(cport::driver::TcpListener::new(listener), LISTENER).map_err(|e| e.to_string())?;
     port.accept(&lis).map_err(|e| e.to_string())?;
     let spares: &'static Spares = Box::leak(Box::new(Spares::new()));
@@ -132,7 +138,13 @@ fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize) -> Resu
                 .name(format!("handler-{i}"))
                 .spawn(move || loop {
                     match port.next_completion(None) {
-                        Ok(Some(c)) => handle(&port, spares, c),
+                        Ok(Some(c)) => {
+                            // An I/O that finishes at once hands its completion straight back.
+                            let mut next = Some(c);
+                            while let Some(c) = next {
+                                next = handle(&port, spares, c);
+                            }
+                        }
                         Ok(None) => continue,
                         Err(_) => break,
                     }
@@ -148,8 +160,9 @@ fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize) -> Resu
 }
 
 /// What one completion leads to: accept -> assign + read; read -> write the same bytes;
-/// write -> next read; anything else -> close.
-fn handle(port: &Port, spares: &Spares, mut c: Completion) {
+/// write -> next read; anything else -> close. Returns the completion of an I/O it started
+/// that finished at once.
+fn handle(port: &Port, spares: &Spares, mut c: Completion) -> Option<Completion> {
     match (c.op(), c.status()) {
         (Op::Read, Status::Ok) if c.bytes() > 0 => {
             let n = c.bytes();
@@ -168,8 +181,8 @@ fn handle(port: &Port, spares: &Spares, mut c: Completion) {
                     b
                 }
             };
-            let Some(isb) = c.isb() else { return };
-            start(port, isb, Request::write(wbuf));
+            let isb = c.isb()?;
+            start(port, isb, Request::write(wbuf))
         }
         (Op::Write, Status::Ok) => {
             let wbuf = c.take_buffer().expect("a write gives its buffer back");
@@ -181,46 +194,61 @@ fn handle(port: &Port, spares: &Spares, mut c: Completion) {
                     b
                 }
             };
-            let Some(isb) = c.isb() else { return };
-            start(port, isb, Request::read_some(rbuf));
+            let isb = c.isb()?;
+            start(port, isb, Request::read_some(rbuf))
         }
-        (Op::Accept, Status::Cancelled) => {}
+        (Op::Accept, Status::Cancelled) => None,
         (Op::Accept, status) => {
             let accepted = c.take_accepted();
-            let Some(lis) = c.isb() else { return };
-            start(port, lis, Request::accept());
+            let lis = c.isb()?;
+            // The listener's next accept goes through the queue: its completion is for
+            // whichever thread is free, and it must not nest inside this one.
+            if let Err(e) = port.start_io(lis, Request::accept()) {
+                eprintln!("cport server: accept: {e}");
+            }
             if status != Status::Ok {
                 if let Err(e) = c.result() {
                     eprintln!("cport server: accept: {e}");
                 }
-                return;
+                return None;
             }
-            let Some(stream) = accepted else { return };
+            let stream = accepted?;
             sys::set_nodelay(stream.fd());
             match port.assign_boxed(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
                 Ok(conn) => start(port, &conn, Request::read_some(vec![0; BUF])),
-                Err(e) => eprintln!("cport server: assign: {e}"),
+                Err(e) => {
+                    eprintln!("cport server: assign: {e}");
+                    None
+                }
             }
         }
         (Op::Close, _) => {
             if let Some(slot) = spares.slot(c.token()) {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Vec::new();
             }
+            None
         }
         _ => {
             if let Some(isb) = c.isb() {
                 close(port, isb);
             }
+            None
         }
     }
 }
 
-fn start(port: &Port, isb: &Isb, req: Request) {
-    if let Err(e) = port.start_io(isb, req) {
-        if e.kind() != ErrorKind::PortClosed {
-            eprintln!("cport server: {e}");
+/// Starts `req`; an I/O that finishes at once gives its completion back (nothing queued, no
+/// thread woken).
+fn start(port: &Port, isb: &Isb, req: Request) -> Option<Completion> {
+    match port.start_io_inline(isb, req) {
+        Ok(done) => done,
+        Err(e) => {
+            if e.kind() != ErrorKind::PortClosed {
+                eprintln!("cport server: {e}");
+            }
+            close(port, isb);
+            None
         }
-        close(port, isb);
     }
 }
 

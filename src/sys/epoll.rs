@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::{Event, Interest, STOP_TOKEN, TIMER_TOKEN};
+use super::{Event, Interest, POKE_TOKEN, STOP_TOKEN, TIMER_TOKEN};
 
 /// The epoll bits for `interest`, always oneshot. Both sides' bits always go in together:
 /// arming one side must never drop the other.
@@ -49,6 +49,7 @@ pub(crate) struct Selector {
     epoll: OwnedFd,
     stop: OwnedFd,
     timer: OwnedFd,
+    poke: OwnedFd,
 }
 
 impl Selector {
@@ -63,10 +64,15 @@ impl Selector {
         let tfd = syscall!(timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK))?;
         // SAFETY: as above, a fresh fd.
         let timer = unsafe { OwnedFd::from_raw_fd(tfd) };
-        let sel = Selector { epoll, stop, timer };
+        let pfd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        // SAFETY: as above, a fresh fd.
+        let poke = unsafe { OwnedFd::from_raw_fd(pfd) };
+        let sel = Selector { epoll, stop, timer, poke };
         // Level-triggered and never read: once written, every worker sees it on every wait.
         sel.ctl(libc::EPOLL_CTL_ADD, sel.stop.as_raw_fd(), libc::EPOLLIN as u32, STOP_TOKEN)?;
         sel.ctl(libc::EPOLL_CTL_ADD, sel.timer.as_raw_fd(), (libc::EPOLLIN | libc::EPOLLONESHOT) as u32, TIMER_TOKEN)?;
+        // Level-triggered; the poller that takes it reads it empty.
+        sel.ctl(libc::EPOLL_CTL_ADD, sel.poke.as_raw_fd(), libc::EPOLLIN as u32, POKE_TOKEN)?;
         Ok(sel)
     }
 
@@ -123,6 +129,20 @@ impl Selector {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64.
         syscall!(write(self.stop.as_raw_fd(), (&one as *const u64).cast(), 8)).map(drop)
+    }
+
+    /// Makes a thread blocked in `wait` return (see `Shared::poke`).
+    pub(crate) fn poke(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. EAGAIN (counter full) still leaves it readable.
+        let _ = syscall!(write(self.poke.as_raw_fd(), (&one as *const u64).cast(), 8));
+    }
+
+    /// Empties the poke eventfd so it stops being readable.
+    pub(crate) fn ack_poke(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live 8-byte buffer. EAGAIN (already read) is fine.
+        let _ = syscall!(read(self.poke.as_raw_fd(), buf.as_mut_ptr().cast(), 8));
     }
 
     /// Programs the timerfd to fire at `deadline` (None disarms) and re-arms its oneshot event.

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use super::{Event, Interest, STOP_TOKEN, TIMER_TOKEN};
+use super::{Event, Interest, POKE_TOKEN, STOP_TOKEN, TIMER_TOKEN};
 use crate::sync::{lock, Arc, Condvar, Mutex};
 
 /// Level readiness of one fake fd.
@@ -38,6 +38,7 @@ struct Table {
     timer_deadline: Option<Instant>,
     timer_armed: bool,
     timer_fired: bool,
+    poked: bool,
 }
 
 impl Table {
@@ -167,6 +168,9 @@ impl Selector {
                 events.list.push(Event { token: STOP_TOKEN, readable: true, writable: false, hangup: false });
                 return Ok(());
             }
+            if t.poked {
+                events.list.push(Event { token: POKE_TOKEN, readable: true, writable: false, hangup: false });
+            }
             if t.timer_armed && t.timer_fired {
                 t.timer_armed = false;
                 events.list.push(Event { token: TIMER_TOKEN, readable: true, writable: false, hangup: false });
@@ -207,6 +211,15 @@ impl Selector {
         drop(t);
         self.state.cv.notify_all();
         Ok(())
+    }
+
+    pub(crate) fn poke(&self) {
+        lock(&self.state.table).poked = true;
+        self.state.cv.notify_all();
+    }
+
+    pub(crate) fn ack_poke(&self) {
+        lock(&self.state.table).poked = false;
     }
 
     pub(crate) fn ack_timer(&self) {

@@ -34,6 +34,9 @@ pub(crate) use mock::{Events, Selector};
 pub(crate) const STOP_TOKEN: u64 = u64::MAX;
 /// Token of the timerfd.
 pub(crate) const TIMER_TOKEN: u64 = u64::MAX - 1;
+/// Token of the poke eventfd: a thread polling epoll in `next_completion` should look at the
+/// completion queue.
+pub(crate) const POKE_TOKEN: u64 = u64::MAX - 2;
 
 /// What a stream wants to hear about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
