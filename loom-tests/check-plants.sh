@@ -17,6 +17,7 @@ plants=(
     "join_before_stop last_dec_ref_races_worker_and_waiter"
     "racy_refcount concurrent_inc_ref_dec_ref"
     "post_unguarded post_races_shutdown"
+    "poller_counts_late polling_waiters_race_post_and_wakeup"
 )
 
 logs="${CARGO_TARGET_DIR}/planted"

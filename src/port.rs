@@ -97,9 +97,9 @@ pub(crate) struct Shared {
 pub(crate) enum Deliver<'a> {
     /// Into the queue, waking a waiter.
     Queue,
-    /// Into the queue without waking anyone, counted: a polling waiter dispatching events
-    /// takes one of them itself and wakes others only for the rest.
-    Quiet(&'a mut usize),
+    /// Into the queue without waking anyone: a polling waiter dispatching events takes one of
+    /// them itself and, leaving `next_completion`, pokes another for the rest.
+    Quiet,
     /// Back to the caller of `start_io_inline`, not queued (the first one; any other goes to
     /// the queue).
     Hand(&'a mut Option<Completion>),
@@ -600,6 +600,18 @@ impl Port {
     /// # Errors
     /// `PortClosed` once the port is shut down and every completion has been taken.
     pub fn next_completion(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
+        let got = self.wait_next(timeout);
+        if self.shared.polling {
+            // This thread takes one thing (a completion or a wakeup); if more is left, the
+            // poke that woke it may have been meant for another polling waiter: pass it on.
+            if !self.shared.queue.is_empty() || self.shared.sleep.wakeups_pending() > 0 {
+                self.shared.poke();
+            }
+        }
+        got
+    }
+
+    fn wait_next(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let s = &self.shared;
         loop {
@@ -795,10 +807,7 @@ impl Shared {
     fn deliver(&self, c: Completion, how: &mut Deliver<'_>) {
         match how {
             Deliver::Queue => self.push(c),
-            Deliver::Quiet(n) => {
-                self.queue.push(c);
-                **n += 1;
-            }
+            Deliver::Quiet => self.queue.push(c),
             Deliver::Hand(slot) if slot.is_none() => {
                 if let (Some(isb), Some(side)) = (&c.isb, c.op.side()) {
                     isb.stream.processed(side);
@@ -822,24 +831,30 @@ impl Shared {
     }
 
     /// A polling waiter's turn: unless there is something to take already, wait on epoll (at
-    /// most until `deadline`) like a worker, dispatch what came, and poke another waiter if it
-    /// produced more than the one completion this thread will take. See ARCHITECTURE.md,
+    /// most until `deadline`) like a worker and dispatch what came, queueing completions
+    /// without waking anyone (see `next_completion` for who wakes whom). See ARCHITECTURE.md,
     /// "Polling waiters".
     fn poll(&self, deadline: Option<Instant>) {
         let mut events =
             lock(&self.event_bufs).pop().unwrap_or_else(|| Events::with_capacity(crate::worker::EVENTS_PER_WAIT));
-        self.pollers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        #[cfg(loom)]
+        let late = crate::sync::planted("poller_counts_late");
+        #[cfg(not(loom))]
+        let late = false;
+        if !late {
+            self.pollers.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+        }
         let idle =
             self.queue.is_empty() && self.state.load(Ordering::SeqCst) != CLOSED && self.sleep.wakeups_pending() == 0;
+        if late {
+            // Planted bug: counted as polling only after looking at the queue.
+            self.pollers.fetch_add(1, Ordering::SeqCst);
+        }
         let waited = idle && self.selector.wait(&mut events, timeout_ms(deadline)).is_ok();
         self.pollers.fetch_sub(1, Ordering::SeqCst);
         if waited {
-            let mut produced = 0;
-            self.dispatch(&events, &mut Deliver::Quiet(&mut produced));
-            if produced > 1 {
-                self.poke();
-            }
+            self.dispatch(&events, &mut Deliver::Quiet);
         }
         lock(&self.event_bufs).push(events);
     }

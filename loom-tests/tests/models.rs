@@ -266,3 +266,26 @@ fn post_races_shutdown() {
         assert_eq!(values, if posted { vec![99] } else { vec![] }, "posted: {posted}");
     });
 }
+
+/// Model 8: a port without workers, whose two waiters wait in the selector themselves, while
+/// this thread posts and calls `wakeup`: the post goes to exactly one of them, the wakeup
+/// releases the other; a waiter that counted itself as polling is always poked, so nobody
+/// waits forever. Plant `poller_counts_late`: a waiter looks at the queue before counting
+/// itself as polling.
+#[test]
+fn polling_waiters_race_post_and_wakeup() {
+    model("polling_waiters_race_post_and_wakeup", || {
+        let port = Port::builder().threads(0).build().unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let p = port.clone();
+                thread::spawn(move || p.next_completion(None).unwrap().map(|c| c.value()))
+            })
+            .collect();
+        port.post(1, 42).unwrap();
+        port.wakeup();
+        let mut got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![None, Some(42)], "one post, one wakeup");
+    });
+}
