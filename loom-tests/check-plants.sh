@@ -18,6 +18,7 @@ plants=(
     "racy_refcount concurrent_inc_ref_dec_ref"
     "post_unguarded post_races_shutdown"
     "poller_counts_late polling_waiters_race_post_and_wakeup"
+    "no_hand_on spinner_hands_on_the_rest"
 )
 
 logs="${CARGO_TARGET_DIR}/planted"

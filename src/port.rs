@@ -40,7 +40,7 @@ pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Tries of the queue before a waiter parks: a completion often arrives within a few hundred
 /// nanoseconds, much less than the cost of parking and being woken.
 /// (One under loom, where every try is a scheduling point the model checker must explore.)
-const SPIN_TRIES: u32 = if cfg!(loom) { 1 } else { 64 };
+const SPIN_TRIES: u32 = if cfg!(loom) { 1 } else { 256 };
 
 /// Which timer of a stream fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,7 +306,7 @@ impl Port {
     /// `Os` if no socket can be created; `PortClosed` after shutdown.
     pub fn connect(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
         let c = socket::connect_tcp(addr).map_err(|e| Error::from_io(&e, format!("connect to {addr}")))?;
-        self.start_connect(c, |fd| Box::new(driver::TcpStream::from_fd(fd)), token)
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
     }
 
     /// [`Port::connect`] for a Unix-domain stream socket at `path`.
@@ -317,7 +317,7 @@ impl Port {
     pub fn connect_unix(&self, path: impl AsRef<Path>, token: u64) -> Result<Isb> {
         let path = path.as_ref();
         let c = socket::connect_unix(path).map_err(|e| Error::from_io(&e, format!("connect to {}", path.display())))?;
-        self.start_connect(c, |fd| Box::new(driver::UnixStream::from_fd(fd)), token)
+        self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token)
     }
 
     fn start_connect(
@@ -601,11 +601,20 @@ impl Port {
     /// `PortClosed` once the port is shut down and every completion has been taken.
     pub fn next_completion(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
         let got = self.wait_next(timeout);
-        if self.shared.polling {
-            // This thread takes one thing (a completion or a wakeup); if more is left, the
-            // poke that woke it may have been meant for another polling waiter: pass it on.
-            if !self.shared.queue.is_empty() || self.shared.sleep.wakeups_pending() > 0 {
-                self.shared.poke();
+        // Hand on what is left. This thread takes one thing (a completion or a wakeup), but the
+        // wake-up that brought it here may have been meant for others too: a poke read by one
+        // polling waiter, or completions pushed while this thread spun (their producers woke
+        // nobody). So if more is left, wake the next waiter; it does the same in turn.
+        #[cfg(loom)]
+        let hand_on = !crate::sync::planted("no_hand_on");
+        #[cfg(not(loom))]
+        let hand_on = true;
+        let s = &self.shared;
+        if hand_on && (!s.queue.is_empty() || (s.polling && s.sleep.wakeups_pending() > 0)) {
+            if s.polling {
+                s.poke();
+            } else {
+                s.sleep.notify_one();
             }
         }
         got
@@ -622,14 +631,18 @@ impl Port {
                 // A completion may have been queued between the take and the state check.
                 return s.take().map(Some).ok_or_else(Error::closed);
             }
-            for _ in 0..SPIN_TRIES {
-                spin_hint();
-                if !s.queue.is_empty() {
-                    break;
+            if s.sleep.try_spin() {
+                for _ in 0..SPIN_TRIES {
+                    spin_hint();
+                    if !s.queue.is_empty() {
+                        break;
+                    }
                 }
-            }
-            if let Some(c) = s.take() {
-                return Ok(Some(c));
+                let got = s.take();
+                s.sleep.end_spin();
+                if let Some(c) = got {
+                    return Ok(Some(c));
+                }
             }
             if timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(s.take());

@@ -48,11 +48,56 @@ pub(crate) struct Sleep {
     sleepers: AtomicUsize,
     /// `wakeup()` calls that found nobody parked; the next waiter that would park consumes one.
     wakeups: AtomicUsize,
+    /// Waiters spinning on the queue before parking (at most one): while one spins, a
+    /// producer wakes nobody. What the spinner leaves behind, it hands on when it leaves
+    /// `next_completion` (see `Port::next_completion`).
+    spinning: AtomicUsize,
+    /// Parkers of waiters that left, reused so parking allocates nothing.
+    spare: Mutex<Vec<Arc<Parker>>>,
 }
+
+/// Parkers kept for reuse.
+const SPARE_PARKERS: usize = 64;
 
 impl Sleep {
     pub(crate) fn new() -> Sleep {
-        Sleep { idle: Mutex::new(Vec::new()), sleepers: AtomicUsize::new(0), wakeups: AtomicUsize::new(0) }
+        Sleep {
+            idle: Mutex::new(Vec::new()),
+            sleepers: AtomicUsize::new(0),
+            wakeups: AtomicUsize::new(0),
+            spinning: AtomicUsize::new(0),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Becomes the spinner if nobody is; returns whether this thread may spin.
+    pub(crate) fn try_spin(&self) -> bool {
+        self.spinning.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Stops spinning.
+    pub(crate) fn end_spin(&self) {
+        self.spinning.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn parker(&self) -> Arc<Parker> {
+        match lock(&self.spare).pop() {
+            Some(p) => {
+                *lock(&p.state) = WAITING;
+                p
+            }
+            None => Arc::new(Parker { state: Mutex::new(WAITING), cv: Condvar::new() }),
+        }
+    }
+
+    fn recycle(&self, p: Arc<Parker>) {
+        // A waker may still hold a clone for a moment: only reuse a parker nobody else holds.
+        if Arc::strong_count(&p) == 1 {
+            let mut spare = lock(&self.spare);
+            if spare.len() < SPARE_PARKERS {
+                spare.push(p);
+            }
+        }
     }
 
     /// Parks the calling thread until a producer or `wakeup()` wakes it or `deadline` passes.
@@ -62,7 +107,7 @@ impl Sleep {
         if self.take_wakeup() {
             return Wake::Wakeup;
         }
-        let parker = Arc::new(Parker { state: Mutex::new(WAITING), cv: Condvar::new() });
+        let parker = self.parker();
         {
             let mut idle = lock(&self.idle);
             self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -75,16 +120,22 @@ impl Sleep {
             if recheck && (ready() || self.wakeups.load(Ordering::SeqCst) > 0) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 drop(idle);
+                self.recycle(parker);
                 return if self.take_wakeup() { Wake::Wakeup } else { Wake::Ready };
             }
             idle.push(parker.clone());
         }
         let mut state = lock(&parker.state);
         loop {
-            match *state {
-                NOTIFIED => return Wake::Ready,
-                WOKEN => return Wake::Wakeup,
-                _ => {}
+            let woke = match *state {
+                NOTIFIED => Some(Wake::Ready),
+                WOKEN => Some(Wake::Wakeup),
+                _ => None,
+            };
+            if let Some(w) = woke {
+                drop(state);
+                self.recycle(parker);
+                return w;
             }
             match deadline {
                 None => state = parker.cv.wait(state).unwrap_or_else(|e| e.into_inner()),
@@ -133,11 +184,13 @@ impl Sleep {
         p.cv.notify_one();
     }
 
-    /// Called after pushing a completion (or freeing the poller role): wakes exactly one
-    /// parked waiter, if any. Returns whether it woke one.
+    /// Called after pushing a completion: wakes exactly one parked waiter, unless there is
+    /// none or a spinning waiter will take the completion. Returns whether it woke one.
     pub(crate) fn notify_one(&self) -> bool {
-        fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) == 0 {
+        // Read-modify-writes, not loads: they read the latest value whatever the memory model
+        // checker makes of fences, which keeps the Dekker pairs with `park` and `end_spin`
+        // sound under loom as well as on hardware.
+        if self.sleepers.fetch_add(0, Ordering::SeqCst) == 0 || self.spinning.fetch_add(0, Ordering::SeqCst) > 0 {
             return false;
         }
         match self.pop() {

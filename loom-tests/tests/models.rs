@@ -289,3 +289,25 @@ fn polling_waiters_race_post_and_wakeup() {
         assert_eq!(got, vec![None, Some(42)], "one post, one wakeup");
     });
 }
+
+/// Model 9: two completions posted while one waiter spins and another is parked. A producer
+/// that sees the spinner wakes nobody, so a waiter that leaves `next_completion` with more
+/// left in the queue must wake the next one: each waiter gets one. Plant `no_hand_on`:
+/// nobody hands on what is left.
+#[test]
+fn spinner_hands_on_the_rest() {
+    model("spinner_hands_on_the_rest", || {
+        let port = port();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let p = port.clone();
+                thread::spawn(move || p.next_completion(None).unwrap().map(|c| c.value()))
+            })
+            .collect();
+        port.post(1, 1).unwrap();
+        port.post(1, 2).unwrap();
+        let mut got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![Some(1), Some(2)], "each waiter gets one completion");
+    });
+}

@@ -34,17 +34,25 @@ macro_rules! stream_driver {
         #[derive(Debug)]
         pub struct $name {
             sock: $std,
+            /// Made by cport's own accept or connect: already a nonblocking stream socket, so
+            /// `attach` has nothing to check.
+            known: bool,
         }
 
         impl $name {
             /// Wraps a connected stream (checked and made nonblocking at assign).
             pub fn new(sock: $std) -> Self {
-                $name { sock }
+                $name { sock, known: false }
             }
 
             /// Wraps any fd; `assign` refuses it with `InvalidInput` unless it is such a socket.
             pub fn from_fd(fd: OwnedFd) -> Self {
-                $name { sock: <$std>::from(fd) }
+                $name { sock: <$std>::from(fd), known: false }
+            }
+
+            /// A socket cport opened itself, nonblocking and of the right kind.
+            pub(crate) fn known(fd: OwnedFd) -> Self {
+                $name { sock: <$std>::from(fd), known: true }
             }
 
             /// The wrapped socket.
@@ -70,6 +78,9 @@ macro_rules! stream_driver {
                 matches!(op, Op::Read | Op::ReadVectored | Op::Write | Op::WriteVectored | Op::Connect)
             }
             fn attach(&mut self) -> io::Result<()> {
+                if self.known {
+                    return Ok(());
+                }
                 let domain_ok: fn(SocketKind) -> bool = $domain_ok;
                 attach_socket(self.fd(), $label, |k| is_stream(k) && domain_ok(k))
             }
@@ -152,7 +163,7 @@ macro_rules! listener_driver {
             }
             fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<SocketAddr>)> {
                 let (fd, peer) = socket::accept(self.fd())?;
-                Ok((Box::new($stream::new(<$stdstream>::from(fd))), peer))
+                Ok((Box::new($stream::known(fd)), peer))
             }
         }
     };
