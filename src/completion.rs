@@ -40,28 +40,29 @@ pub struct Completion {
     pub(crate) status: Status,
     pub(crate) bytes: usize,
     pub(crate) buf: Option<Vec<u8>>,
+    pub(crate) value: u64,
+    /// What only some completions carry, boxed so that the common ones stay small to move
+    /// through the queue.
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of a completion.
+#[derive(Default)]
+pub(crate) struct Extra {
     pub(crate) bufs: Vec<Vec<u8>>,
     pub(crate) accepted: Option<Box<dyn Driver>>,
     pub(crate) addr: Option<SocketAddr>,
-    pub(crate) value: u64,
     pub(crate) error: Option<Error>,
 }
 
 impl Completion {
     pub(crate) fn new(token: u64, isb: Option<Isb>, op: Op, status: Status) -> Completion {
-        Completion {
-            token,
-            isb,
-            op,
-            status,
-            bytes: 0,
-            buf: None,
-            bufs: Vec::new(),
-            accepted: None,
-            addr: None,
-            value: 0,
-            error: None,
-        }
+        Completion { token, isb, op, status, bytes: 0, buf: None, value: 0, extra: None }
+    }
+
+    /// The rarer parts, created on first use.
+    pub(crate) fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     /// The token given to [`Port::assign`](crate::Port::assign) (or to `post`).
@@ -91,7 +92,7 @@ impl Completion {
 
     /// The detail of an `Abandoned` or `Failed` status.
     pub fn error(&self) -> Option<&Error> {
-        self.error.as_ref()
+        self.extra.as_ref().and_then(|x| x.error.as_ref())
     }
 
     /// `Ok(bytes)` for `Ok` and `Eof`; otherwise the error, with a kind matching the status.
@@ -99,7 +100,7 @@ impl Completion {
         match self.status {
             Status::Ok | Status::Eof => Ok(self.bytes),
             Status::Abandoned | Status::Failed => {
-                Err(self.error.clone().unwrap_or_else(|| self.plain_error(ErrorKind::Abandoned)))
+                Err(self.error().cloned().unwrap_or_else(|| self.plain_error(ErrorKind::Abandoned)))
             }
             Status::Cancelled => Err(self.plain_error(ErrorKind::Cancelled)),
             Status::TimedOut => Err(self.plain_error(ErrorKind::TimedOut)),
@@ -135,17 +136,17 @@ impl Completion {
 
     /// Takes the buffers of a vectored read or write back out.
     pub fn take_buffers(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.bufs)
+        self.extra.as_mut().map(|x| std::mem::take(&mut x.bufs)).unwrap_or_default()
     }
 
     /// Takes the stream an accept produced, ready for [`Port::assign`](crate::Port::assign).
     pub fn take_accepted(&mut self) -> Option<Box<dyn Driver>> {
-        self.accepted.take()
+        self.extra.as_mut().and_then(|x| x.accepted.take())
     }
 
     /// The peer of an accept, or the sender of a recv_from.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr
+        self.extra.as_ref().and_then(|x| x.addr)
     }
 
     /// The value of a post.
@@ -161,7 +162,7 @@ impl fmt::Debug for Completion {
             .field("op", &self.op)
             .field("status", &self.status)
             .field("bytes", &self.bytes)
-            .field("error", &self.error)
+            .field("error", &self.error())
             .finish_non_exhaustive()
     }
 }

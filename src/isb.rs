@@ -351,12 +351,14 @@ pub(crate) fn completion(isb: Isb, op: Op, pending: Pending, status: Status, err
     let token = isb.stream.user_token;
     let mut c = Completion::new(token, Some(isb), op, status);
     c.bytes = pending.done;
-    c.error = error;
+    if error.is_some() {
+        c.extra().error = error;
+    }
     match pending.req.kind {
         Kind::Read { buf, .. } | Kind::Write { buf } | Kind::RecvFrom { buf } | Kind::SendTo { buf, .. } => {
             c.buf = Some(buf)
         }
-        Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => c.bufs = bufs,
+        Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => c.extra().bufs = bufs,
         Kind::Accept | Kind::Connect => {}
     }
     c

@@ -926,14 +926,15 @@ impl Shared {
             Step::Accepted(d, addr) => {
                 let p = self.take_pending(stream, inner, side);
                 let mut c = isb::completion(Isb { stream: stream.clone() }, Op::Accept, p, Status::Ok, None);
-                c.accepted = Some(d);
-                c.addr = addr;
+                let x = c.extra();
+                x.accepted = Some(d);
+                x.addr = addr;
                 self.deliver(c, how);
             }
             Step::Received(addr) => {
                 let p = self.take_pending(stream, inner, side);
                 let mut c = isb::completion(Isb { stream: stream.clone() }, Op::RecvFrom, p, Status::Ok, None);
-                c.addr = Some(addr);
+                c.extra().addr = Some(addr);
                 self.deliver(c, how);
             }
         }
