@@ -5,10 +5,12 @@
 //! (its cache is warmest), and exactly one. The lost wake-up race is closed by a Dekker-style
 //! pair of sequentially consistent operations:
 //!
-//! - the producer pushes its completion, then (fence) reads `sleepers`;
-//! - the waiter increments `sleepers` (under the stack lock), then (fence) re-checks the queue.
+//! - the producer pushes its completion, then reads `state` (sleepers and spinner) with a
+//!   read-modify-write;
+//! - the waiter increments the sleeper count (under the stack lock), then (fence) re-checks
+//!   the queue.
 //!
-//! At least one of the two sees the other: either the producer sees `sleepers > 0` and pops a
+//! At least one of the two sees the other: either the producer sees sleepers and pops a
 //! waiter from the stack (the lock orders that after the waiter's push), or the waiter's
 //! re-check sees the completion and does not park.
 
@@ -45,16 +47,20 @@ pub(crate) struct Sleep {
     /// Parked waiters, most recent last.
     idle: Mutex<Vec<Arc<Parker>>>,
     /// `idle.len()`, readable without the lock by producers.
-    sleepers: AtomicUsize,
+    /// The number of parked waiters (`idle.len()`, readable without the lock), plus
+    /// `SPINNING` while a waiter spins on the queue before parking (at most one does): while
+    /// one spins, a producer wakes nobody. What the spinner leaves behind, it hands on when it
+    /// leaves `next_completion` (see `Port::next_completion`). One word, so a producer reads
+    /// both with one read-modify-write.
+    state: AtomicUsize,
     /// `wakeup()` calls that found nobody parked; the next waiter that would park consumes one.
     wakeups: AtomicUsize,
-    /// Waiters spinning on the queue before parking (at most one): while one spins, a
-    /// producer wakes nobody. What the spinner leaves behind, it hands on when it leaves
-    /// `next_completion` (see `Port::next_completion`).
-    spinning: AtomicUsize,
     /// Parkers of waiters that left, reused so parking allocates nothing.
     spare: Mutex<Vec<Arc<Parker>>>,
 }
+
+/// The bit of `Sleep::state` set while a waiter spins.
+const SPINNING: usize = 1 << (usize::BITS - 1);
 
 /// Parkers kept for reuse.
 const SPARE_PARKERS: usize = 64;
@@ -63,21 +69,20 @@ impl Sleep {
     pub(crate) fn new() -> Sleep {
         Sleep {
             idle: Mutex::new(Vec::new()),
-            sleepers: AtomicUsize::new(0),
+            state: AtomicUsize::new(0),
             wakeups: AtomicUsize::new(0),
-            spinning: AtomicUsize::new(0),
             spare: Mutex::new(Vec::new()),
         }
     }
 
     /// Becomes the spinner if nobody is; returns whether this thread may spin.
     pub(crate) fn try_spin(&self) -> bool {
-        self.spinning.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        self.state.fetch_or(SPINNING, Ordering::SeqCst) & SPINNING == 0
     }
 
     /// Stops spinning.
     pub(crate) fn end_spin(&self) {
-        self.spinning.fetch_sub(1, Ordering::SeqCst);
+        self.state.fetch_and(!SPINNING, Ordering::SeqCst);
     }
 
     fn parker(&self) -> Arc<Parker> {
@@ -110,7 +115,7 @@ impl Sleep {
         let parker = self.parker();
         {
             let mut idle = lock(&self.idle);
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            self.state.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             #[cfg(loom)]
             let recheck = !crate::sync::planted("lost_wakeup");
@@ -118,7 +123,7 @@ impl Sleep {
             let recheck = true;
             // Planted bug `lost_wakeup`: park without re-checking after registering.
             if recheck && (ready() || self.wakeups.load(Ordering::SeqCst) > 0) {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.state.fetch_sub(1, Ordering::SeqCst);
                 drop(idle);
                 self.recycle(parker);
                 return if self.take_wakeup() { Wake::Wakeup } else { Wake::Ready };
@@ -154,7 +159,7 @@ impl Sleep {
         let mut idle = lock(&self.idle);
         if let Some(pos) = idle.iter().position(|p| Arc::ptr_eq(p, &parker)) {
             idle.remove(pos);
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.state.fetch_sub(1, Ordering::SeqCst);
             return Wake::TimedOut;
         }
         drop(idle);
@@ -175,7 +180,7 @@ impl Sleep {
     fn pop(&self) -> Option<Arc<Parker>> {
         let mut idle = lock(&self.idle);
         let p = idle.pop()?;
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.state.fetch_sub(1, Ordering::SeqCst);
         Some(p)
     }
 
@@ -187,10 +192,11 @@ impl Sleep {
     /// Called after pushing a completion: wakes exactly one parked waiter, unless there is
     /// none or a spinning waiter will take the completion. Returns whether it woke one.
     pub(crate) fn notify_one(&self) -> bool {
-        // Read-modify-writes, not loads: they read the latest value whatever the memory model
+        // A read-modify-write, not a load: it reads the latest value whatever the memory model
         // checker makes of fences, which keeps the Dekker pairs with `park` and `end_spin`
         // sound under loom as well as on hardware.
-        if self.sleepers.fetch_add(0, Ordering::SeqCst) == 0 || self.spinning.fetch_add(0, Ordering::SeqCst) > 0 {
+        let st = self.state.fetch_add(0, Ordering::SeqCst);
+        if st & !SPINNING == 0 || st & SPINNING != 0 {
             return false;
         }
         match self.pop() {
@@ -216,7 +222,7 @@ impl Sleep {
         let mut idle = lock(&self.idle);
         match idle.pop() {
             Some(p) => {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.state.fetch_sub(1, Ordering::SeqCst);
                 drop(idle);
                 Sleep::wake(&p, WOKEN);
                 true
@@ -235,7 +241,7 @@ impl Sleep {
 
     /// Number of parked waiters.
     pub(crate) fn sleepers(&self) -> usize {
-        self.sleepers.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) & !SPINNING
     }
 }
 
