@@ -12,6 +12,10 @@
 //! - Every I/O that was started ends in exactly one completion: success, end of stream,
 //!   error, peer hang-up, cancel, close, timeout, deassign or shutdown. Buffers are owned
 //!   by the request and come back in the completion.
+//! - Two ways to save thread hops: a port built with [`Builder::threads`]`(0)` has no
+//!   workers, and the threads in `next_completion` wait in epoll themselves (the thread that
+//!   does the I/O returns its completion); [`Port::start_io_inline`] hands an I/O that
+//!   finished at once straight back instead of queueing it.
 //!
 //! ```
 //! use cport::{Port, Request, Op};

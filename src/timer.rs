@@ -13,7 +13,8 @@
 //! list threaded through the slab, so insert and remove are O(1). An entry keeps its absolute tick,
 //! and slot `tick & (slots - 1)` holds entries of every revolution: a sweep fires only those whose
 //! tick has come and leaves the later revolutions in place. A bitmap of non-empty slots lets both
-//! the sweep and `next_deadline` skip empty slots a word at a time.
+//! the sweep and `next_deadline` skip empty slots a word at a time, and a per-slot lower bound of
+//! the ticks filed there lets `next_deadline` look past slots holding only later revolutions.
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,12 @@ pub(crate) struct Wheel<K> {
     heads: Vec<usize>,
     /// Bit `s` set exactly when slot `s` is non-empty.
     occupied: Vec<u64>,
+    /// Per slot, a lower bound of the ticks of its entries; `NEVER` exactly when it is empty.
+    /// Invariant: a non-empty slot's bound is the tick of an entry filed in that slot, so it maps
+    /// to that slot and is `>= cursor` (a sweep that moves the cursor past it walks the slot).
+    /// Inserts and sweeps keep it exact; a remove may leave it stale-low until the slot empties
+    /// or is next swept, which costs at most one early wake-up (whose poll sweeps the slot).
+    slot_min: Vec<u64>,
     /// Head of the list of parked (never-firing) entries.
     parked: usize,
     /// The slab.
@@ -129,6 +136,7 @@ impl<K: Copy> Wheel<K> {
             mask: slots - 1,
             heads: vec![NIL; slots],
             occupied: vec![0; slots / WORD_BITS],
+            slot_min: vec![NEVER; slots],
             parked: NIL,
             entries: Vec::new(),
             free: NIL,
@@ -196,16 +204,46 @@ impl<K: Copy> Wheel<K> {
     }
 
     /// The earliest instant at which `poll_expired` could return something; `None` when nothing
-    /// that can ever fire is armed.
+    /// that can ever fire is armed (parked deadlines beyond the horizon are ignored).
     ///
-    /// This is the start of the first non-empty slot's tick at or after the cursor: never later
-    /// than the earliest deadline rounded up to a tick (from which a poll fires it), possibly
-    /// earlier when that slot only holds later revolutions. Polling at the returned instant
-    /// always moves the cursor past it, so following this never loops at one instant.
+    /// This is the start of the earliest tick an armed timer is filed at: the earliest deadline
+    /// rounded up to a tick (from which a poll fires it), or the last polled tick if a deadline
+    /// already swept past was inserted since. It is earlier only when a remove left a slot's
+    /// lower bound stale; the poll at that instant then sweeps the slot and refreshes the bound.
+    /// It is never before the cursor, so polling at the returned instant always moves the cursor
+    /// past it and following this never loops at one instant.
+    ///
+    /// Cost: a bitmap scan to the first non-empty slot from the cursor, which usually holds a
+    /// timer of the coming revolution; if not, the slots' lower bounds are scanned on, a word of
+    /// slots at a time, until one falls within it, over the whole wheel at worst.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let found = self.next_occupied(self.slot_of(self.cursor), self.heads.len())?;
-        // `found < slots`, so this cannot overflow: `cursor <= max_tick + 1`.
-        self.tick_instant(self.cursor + found as u64)
+        let slots = self.heads.len();
+        let first = self.slot_of(self.cursor);
+        // Ticks `cursor..window_end` map one to one, in order, onto the slots in cyclic order
+        // from `first`. So once the least bound over a run of slots from `first` lies in that
+        // window, no later slot holds a smaller one. No overflow: `cursor <= max_tick + 1`.
+        let window_end = self.cursor + slots as u64;
+        // Common case: the first non-empty slot holds a timer of the coming revolution.
+        let found = self.next_occupied(first, slots)?;
+        let mut pos = (first + found) & self.mask;
+        let mut earliest = self.slot_min[pos];
+        if earliest >= window_end {
+            // Least bound a word's worth of slots at a time, in cyclic order (empty slots are
+            // `NEVER`, so there is no need to pick the occupied ones out).
+            let mut left = slots - found;
+            while left > 0 && earliest >= window_end {
+                let len = (WORD_BITS - pos % WORD_BITS).min(left);
+                // On the last lap the word also has the bits of slots already visited: at most
+                // a needless `min_of`.
+                if self.occupied[pos / WORD_BITS] >> (pos % WORD_BITS) != 0 {
+                    earliest = earliest.min(min_of(&self.slot_min[pos..pos + len]));
+                }
+                left -= len;
+                pos = (pos + len) & self.mask;
+            }
+        }
+        debug_assert!(self.cursor <= earliest && earliest != NEVER);
+        self.tick_instant(earliest)
     }
 
     /// Number of armed timers.
@@ -266,9 +304,11 @@ impl<K: Copy> Wheel<K> {
         None
     }
 
-    /// Fires every entry of `slot` whose tick is `<= now_tick`, keeping later revolutions.
+    /// Fires every entry of `slot` whose tick is `<= now_tick`, keeping later revolutions, and
+    /// makes the slot's lower bound exact again.
     fn expire_slot(&mut self, slot: usize, now_tick: u64, out: &mut Vec<K>) {
         let mut index = self.heads[slot];
+        let mut kept_min = NEVER;
         while index != NIL {
             let entry = &self.entries[index];
             let next = entry.next;
@@ -276,9 +316,12 @@ impl<K: Copy> Wheel<K> {
                 if let Some(key) = self.release(index) {
                     out.push(key);
                 }
+            } else {
+                kept_min = kept_min.min(entry.tick);
             }
             index = next;
         }
+        self.slot_min[slot] = kept_min;
     }
 
     /// Takes an entry off the free list (or grows the slab), unlinked.
@@ -322,7 +365,8 @@ impl<K: Copy> Wheel<K> {
         }
     }
 
-    /// Sets the head of a list, keeping the occupancy bit in step with it.
+    /// Sets the head of a list, keeping the occupancy bit in step with it (and resetting the
+    /// lower bound of a slot that empties).
     fn set_head(&mut self, list: Option<usize>, index: usize) {
         let Some(slot) = list else {
             self.parked = index;
@@ -332,14 +376,20 @@ impl<K: Copy> Wheel<K> {
         let bit = 1u64 << (slot % WORD_BITS);
         if index == NIL {
             self.occupied[slot / WORD_BITS] &= !bit;
+            self.slot_min[slot] = NEVER;
         } else {
             self.occupied[slot / WORD_BITS] |= bit;
         }
     }
 
-    /// Pushes an unlinked entry onto the front of the list of its tick.
+    /// Pushes an unlinked entry onto the front of the list of its tick, lowering the slot's
+    /// bound to it.
     fn link(&mut self, index: usize) {
-        let list = self.list_of(self.entries[index].tick);
+        let tick = self.entries[index].tick;
+        let list = self.list_of(tick);
+        if let Some(slot) = list {
+            self.slot_min[slot] = self.slot_min[slot].min(tick);
+        }
         let old_head = self.head(list);
         self.entries[index].prev = NIL;
         self.entries[index].next = old_head;
@@ -365,6 +415,19 @@ impl<K: Copy> Wheel<K> {
     }
 }
 
+/// Least of `bounds`, `NEVER` when empty; four running minima keep the dependency chains short.
+fn min_of(bounds: &[u64]) -> u64 {
+    let mut lanes = [NEVER; 4];
+    let mut chunks = bounds.chunks_exact(4);
+    for chunk in &mut chunks {
+        for (lane, &bound) in lanes.iter_mut().zip(chunk) {
+            *lane = (*lane).min(bound);
+        }
+    }
+    let lanes = lanes[0].min(lanes[1]).min(lanes[2].min(lanes[3]));
+    chunks.remainder().iter().fold(lanes, |least, &bound| least.min(bound))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +444,32 @@ mod tests {
         wheel.poll_expired(now, &mut out);
         out.sort_unstable();
         out
+    }
+
+    /// Checks the lists, the occupancy bitmap and the per-slot lower bounds against each other.
+    fn check_invariants<K: Copy>(wheel: &Wheel<K>) {
+        for slot in 0..wheel.heads.len() {
+            let mut index = wheel.heads[slot];
+            let mut min = NEVER;
+            while index != NIL {
+                let entry = &wheel.entries[index];
+                assert!(entry.key.is_some());
+                assert_eq!(wheel.slot_of(entry.tick), slot);
+                assert!(entry.tick >= wheel.cursor, "entry behind the cursor");
+                min = min.min(entry.tick);
+                index = entry.next;
+            }
+            let occupied = (wheel.occupied[slot / WORD_BITS] >> (slot % WORD_BITS)) & 1 == 1;
+            assert_eq!(occupied, min != NEVER, "occupancy bit of slot {slot}");
+            let bound = wheel.slot_min[slot];
+            if min == NEVER {
+                assert_eq!(bound, NEVER, "bound of empty slot {slot}");
+            } else {
+                assert!(bound <= min, "bound of slot {slot} above its minimum");
+                assert!(bound >= wheel.cursor, "bound of slot {slot} behind the cursor");
+                assert_eq!(wheel.slot_of(bound), slot);
+            }
+        }
     }
 
     /// Tiny xorshift64 PRNG, so the randomized test needs no extra crate.
@@ -528,7 +617,7 @@ mod tests {
             }
         };
         assert_eq!(fired, (vec![4], origin + ms(far)));
-        assert!(wakeups <= 12, "one wake-up per revolution, got {wakeups}");
+        assert_eq!(wakeups, 1, "no wake-up before the deadline");
         assert_eq!(wheel.next_deadline(), None);
     }
 
@@ -555,14 +644,13 @@ mod tests {
 
         let late = wheel.insert(origin + ms(40), 1);
         let early = wheel.insert(origin + ms(25), 2);
-        let next = wheel.next_deadline().expect("armed");
-        assert!(next <= origin + ms(25));
+        assert_eq!(wheel.next_deadline(), Some(origin + ms(25)));
         assert_eq!(wheel.remove(early), Some(2));
-        assert!(wheel.next_deadline().expect("armed") <= origin + ms(40));
+        assert_eq!(wheel.next_deadline(), Some(origin + ms(40)));
 
-        // Off-tick deadline: bounded by the deadline rounded up to its tick.
+        // Off-tick deadline: the deadline rounded up to its tick.
         let odd = wheel.insert(origin + ms(3) + Duration::from_micros(300), 3);
-        assert!(wheel.next_deadline().expect("armed") <= origin + ms(4));
+        assert_eq!(wheel.next_deadline(), Some(origin + ms(4)));
         assert_eq!(wheel.remove(odd), Some(3));
         assert_eq!(wheel.remove(late), Some(1));
         assert_eq!(wheel.next_deadline(), None);
@@ -576,7 +664,7 @@ mod tests {
         assert!(poll(&mut wheel, now).is_empty());
         wheel.insert(origin + ms(100), 1);
         wheel.insert(now, 2);
-        assert!(wheel.next_deadline().expect("armed") <= now);
+        assert_eq!(wheel.next_deadline(), Some(now), "filed at the last polled tick");
         assert_eq!(poll(&mut wheel, now), [1, 2]);
         assert!(wheel.next_deadline().is_none());
     }
@@ -656,7 +744,11 @@ mod tests {
         let mut rng = XorShift(seed);
         // Armed timers by (deadline tick, key).
         let mut model: BTreeMap<(u128, u64), Instant> = BTreeMap::new();
-        let mut live: Vec<(u64, TimerId, u128)> = Vec::new();
+        // Armed timers as (key, id, model tick, tick the wheel files it at).
+        let mut live: Vec<(u64, TimerId, u128, u128)> = Vec::new();
+        // Ticks of removed timers whose slot has not been swept since: a slot's lower bound may
+        // still be one of them.
+        let mut stale: BTreeSet<u128> = BTreeSet::new();
         let mut dead: Vec<TimerId> = Vec::new();
         let mut now = origin;
         let mut next_key = 0u64;
@@ -675,13 +767,16 @@ mod tests {
                     next_key += 1;
                     let id = wheel.insert(deadline, key);
                     model.insert((up(deadline), key), deadline);
-                    live.push((key, id, up(deadline)));
+                    // A deadline already swept past is filed at the last polled tick, which is
+                    // `down(now)` (0 before the first poll).
+                    live.push((key, id, up(deadline), up(deadline).max(down(now))));
                 }
                 5 | 6 => {
                     if !live.is_empty() && rng.below(4) != 0 {
-                        let (key, id, tick) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                        let (key, id, tick, filed) = live.swap_remove(rng.below(live.len() as u64) as usize);
                         assert_eq!(wheel.remove(id), Some(key));
                         assert!(model.remove(&(tick, key)).is_some());
+                        stale.insert(filed);
                         dead.push(id);
                     } else if !dead.is_empty() {
                         let id = dead[rng.below(dead.len() as u64) as usize];
@@ -703,7 +798,9 @@ mod tests {
                         assert!(model.remove(entry).expect("due") <= now);
                     }
                     let fired_set: BTreeSet<u64> = fired.iter().copied().collect();
-                    live.retain(|&(key, id, _)| {
+                    // The poll swept every slot of the ticks up to `down(now)`.
+                    stale.retain(|&tick| tick > down(now));
+                    live.retain(|&(key, id, _, _)| {
                         let gone = fired_set.contains(&key);
                         if gone {
                             dead.push(id);
@@ -714,16 +811,107 @@ mod tests {
                 }
             }
             assert_eq!(wheel.len(), model.len());
+            check_invariants(&wheel);
             match model.keys().next() {
                 None => assert_eq!(wheel.next_deadline(), None),
                 Some(&(tick, _)) => {
-                    let earliest = origin + Duration::from_nanos((tick * res) as u64);
+                    // The earliest filed tick: the earliest deadline's, or the last polled one
+                    // when a deadline swept past is pending.
+                    let expected = tick.max(down(now));
                     let next = wheel.next_deadline().expect("armed");
-                    assert!(next <= earliest.max(now), "next_deadline too late");
+                    let next_tick = down(next);
+                    assert_eq!(next, origin + Duration::from_nanos((next_tick * res) as u64), "not a tick start");
+                    assert!(
+                        next_tick == expected || (next_tick < expected && stale.contains(&next_tick)),
+                        "next_deadline at tick {next_tick}, expected {expected} (stale: {stale:?})"
+                    );
                 }
             }
         }
         assert!(total_fired > ops / 20, "the test exercised firing");
+    }
+
+    /// Keys `0..1000` an hour out, at `HOUR + 3 ms + 7 ms * key`: 1000 distinct slots of the
+    /// default wheel (7 is odd, so invertible modulo 1024), none within the first revolution.
+    fn arm_far(wheel: &mut Wheel<u64>, origin: Instant) -> Instant {
+        const HOUR: Duration = Duration::from_secs(3600);
+        for key in 0..1000 {
+            wheel.insert(origin + HOUR + ms(3 + 7 * key), key);
+        }
+        origin + HOUR + ms(3)
+    }
+
+    #[test]
+    fn far_timers_do_not_wake_early() {
+        let origin = Instant::now();
+        let mut wheel = Wheel::new(origin);
+        let earliest = arm_far(&mut wheel, origin);
+        assert_eq!(wheel.occupied.iter().map(|word| word.count_ones()).sum::<u32>(), 1000);
+        assert_eq!(wheel.next_deadline(), Some(earliest));
+        assert!(poll(&mut wheel, origin + ms(500)).is_empty());
+        assert_eq!(wheel.next_deadline(), Some(earliest));
+        assert!(poll(&mut wheel, origin + Duration::from_secs(10)).is_empty());
+        assert_eq!(wheel.next_deadline(), Some(earliest));
+
+        // Following next_deadline wakes exactly once per timer, each time for the next one.
+        let mut wakeups = 0;
+        while let Some(next) = wheel.next_deadline() {
+            assert_eq!(poll(&mut wheel, next), [wakeups], "spurious or late wake-up");
+            wakeups += 1;
+        }
+        assert_eq!(wakeups, 1000);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn removing_the_near_timer_moves_next_deadline_out() {
+        let origin = Instant::now();
+        for shared in [false, true] {
+            let mut wheel = Wheel::new(origin);
+            let far = arm_far(&mut wheel, origin);
+            // A near tick whose slot is free of, or shared with, far timers.
+            let near_tick = (1..DEFAULT_SLOTS).find(|&tick| (wheel.heads[tick] != NIL) == shared).expect("slot");
+            let near = origin + ms(near_tick as u64);
+            let id = wheel.insert(near, 1000);
+            assert_eq!(wheel.next_deadline(), Some(near));
+            assert_eq!(wheel.remove(id), Some(1000));
+            if shared {
+                // The slot's bound stays stale until a sweep: one early wake-up, then out.
+                assert_eq!(wheel.next_deadline(), Some(near));
+                assert!(poll(&mut wheel, near).is_empty());
+            }
+            assert_eq!(wheel.next_deadline(), Some(far), "shared slot: {shared}");
+            check_invariants(&wheel);
+        }
+    }
+
+    /// Prints the cost of `next_deadline` with 100,000 armed (meaningful with `--release`):
+    /// deadlines spread over the next minute, and all of them an hour or more out (every slot
+    /// occupied, none within the coming revolution: the full walk).
+    #[test]
+    fn next_deadline_cost_with_100k_armed() {
+        const COUNT: u64 = 100_000;
+        const CALLS: u32 = 20_000;
+        let origin = Instant::now();
+        for (label, base) in [("spread over a minute", Duration::ZERO), ("all an hour out", Duration::from_secs(3600))]
+        {
+            let mut wheel = Wheel::new(origin);
+            let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+            let mut earliest = None::<Instant>;
+            for key in 0..COUNT {
+                let deadline = origin + base + ms(1 + rng.below(60_000));
+                earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                wheel.insert(deadline, key);
+            }
+            assert!(poll(&mut wheel, origin).is_empty());
+            assert_eq!(wheel.next_deadline(), earliest);
+            let start = Instant::now();
+            for _ in 0..CALLS {
+                std::hint::black_box(std::hint::black_box(&wheel).next_deadline());
+            }
+            let per_call = start.elapsed().as_nanos() / u128::from(CALLS);
+            println!("next_deadline, {COUNT} armed, {label}: {per_call} ns per call");
+        }
     }
 
     #[test]
