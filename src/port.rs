@@ -835,11 +835,9 @@ impl Shared {
     /// Dekker with `poll`: the caller changed the queue (or the wakeups) first; `poll` counts
     /// itself in `pollers` first, then looks at the queue. One of the two sees the other.
     fn poke(&self) {
-        if self.polling {
-            fence(Ordering::SeqCst);
-            if self.pollers.load(Ordering::SeqCst) > 0 {
-                self.selector.poke();
-            }
+        // A read-modify-write reads the latest count whatever a checker makes of fences.
+        if self.polling && self.pollers.fetch_add(0, Ordering::SeqCst) > 0 {
+            self.selector.poke();
         }
     }
 
