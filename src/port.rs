@@ -897,12 +897,12 @@ impl Shared {
         Some(c)
     }
 
-    pub(crate) fn stream(&self, token: Token) -> Option<Arc<Stream>> {
+    fn stream(&self, token: Token) -> Option<Arc<Stream>> {
         read_slab(&self.streams).get(token)
     }
 
     /// Moves `side`'s request forward and completes it if it finished.
-    pub(crate) fn advance(
+    fn advance(
         &self,
         stream: &Arc<Stream>,
         inner: &mut Inner,
@@ -948,7 +948,7 @@ impl Shared {
     }
 
     /// Completes `side`'s request with `status`.
-    pub(crate) fn finish(
+    fn finish(
         &self,
         stream: &Arc<Stream>,
         inner: &mut Inner,
@@ -983,7 +983,7 @@ impl Shared {
 
     /// Arms epoll for what the stream still waits for, unless it already is. See
     /// ARCHITECTURE.md, "Re-arm": both sides' interest always goes in together.
-    pub(crate) fn rearm(&self, stream: &Arc<Stream>, inner: &mut Inner, how: &mut Deliver<'_>) {
+    fn rearm(&self, stream: &Arc<Stream>, inner: &mut Inner, how: &mut Deliver<'_>) {
         let want = inner.interest();
         if want.is_none() || inner.armed.covers(want) {
             return;
@@ -1064,7 +1064,7 @@ impl Shared {
     }
 
     /// The timerfd fired: expire due timers, reprogram, and act on each.
-    pub(crate) fn on_timer(&self, how: &mut Deliver<'_>) {
+    fn on_timer(&self, how: &mut Deliver<'_>) {
         self.selector.ack_timer();
         let mut due = Vec::new();
         {
@@ -1105,7 +1105,7 @@ impl Shared {
     }
 
     /// A readiness event for `token`.
-    pub(crate) fn on_ready(&self, token: Token, readable: bool, writable: bool, hangup: bool, how: &mut Deliver<'_>) {
+    fn on_ready(&self, token: Token, readable: bool, writable: bool, hangup: bool, how: &mut Deliver<'_>) {
         let Some(stream) = self.stream(token) else { return };
         let mut inner = stream.lock();
         if inner.driver.is_none() {
