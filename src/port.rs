@@ -902,14 +902,7 @@ impl Shared {
     }
 
     /// Moves `side`'s request forward and completes it if it finished.
-    fn advance(
-        &self,
-        stream: &Arc<Stream>,
-        inner: &mut Inner,
-        side: Side,
-        hangup: bool,
-        how: &mut Deliver<'_>,
-    ) {
+    fn advance(&self, stream: &Arc<Stream>, inner: &mut Inner, side: Side, hangup: bool, how: &mut Deliver<'_>) {
         match inner.step(side, hangup) {
             Step::Pending => {}
             Step::Done(status, err) => {
