@@ -631,7 +631,9 @@ impl Port {
                 // A completion may have been queued between the take and the state check.
                 return s.take().map(Some).ok_or_else(Error::closed);
             }
-            if s.sleep.try_spin() {
+            let trying = timeout == Some(Duration::ZERO);
+            // A try does not wait, so it does not spin either.
+            if !trying && s.sleep.try_spin() {
                 for _ in 0..SPIN_TRIES {
                     spin_hint();
                     if !s.queue.is_empty() {
@@ -644,7 +646,7 @@ impl Port {
                     return Ok(Some(c));
                 }
             }
-            if timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d) {
+            if trying || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(s.take());
             }
             if s.polling {
@@ -719,7 +721,8 @@ impl Port {
         self.shared.selector.kernel()
     }
 
-    /// Number of threads parked in `next_completion` right now.
+    /// Number of threads parked in `next_completion` right now (on a port without workers,
+    /// threads waiting in epoll are not counted).
     pub fn waiters(&self) -> usize {
         self.shared.sleep.sleepers()
     }
