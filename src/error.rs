@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Cancelled,
     /// The peer reset or hung up the connection.
     Abandoned,
+    /// A configured limit was reached: a connection's queued output or unconsumed input
+    /// (see [`session::Limits`](crate::session::Limits)).
+    LimitExceeded,
     /// The operating system reported an error.
     Os(io::ErrorKind),
 }
@@ -105,6 +108,7 @@ impl From<Error> for io::Error {
             ErrorKind::TimedOut => io::ErrorKind::TimedOut,
             ErrorKind::Cancelled => io::ErrorKind::Interrupted,
             ErrorKind::Abandoned => io::ErrorKind::ConnectionReset,
+            ErrorKind::LimitExceeded => io::ErrorKind::OutOfMemory,
             ErrorKind::Os(k) => k,
         };
         match e.os {

@@ -51,9 +51,12 @@ mod completion;
 pub mod driver;
 mod error;
 mod isb;
+pub mod net;
 mod port;
 mod queue;
 mod request;
+#[cfg(not(loom))]
+pub mod session;
 mod sleep;
 mod sync;
 mod sys;

@@ -320,6 +320,21 @@ impl Port {
         self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token)
     }
 
+    /// [`Port::connect`] from a local port in `range` (see [`PortRange`](crate::net::PortRange)):
+    /// the socket is bound to the first port of the range that is free, on the unspecified
+    /// address of `addr`'s family (so the kernel still picks the source address), before the
+    /// nonblocking connect starts. Use it where a firewall admits only some ports. The connect
+    /// completes as for [`Port::connect`].
+    ///
+    /// # Errors
+    /// `Os(AddrInUse)`, with a message naming the range, when every port of `range` is in use;
+    /// `Os` for any other failure to create or bind the socket; `PortClosed` after shutdown.
+    pub fn connect_in_range(&self, addr: SocketAddr, range: &crate::net::PortRange, token: u64) -> Result<Isb> {
+        let c = socket::connect_tcp_from(addr, range.first(), range.last())
+            .map_err(|e| Error::from_io(&e, format!("connect to {addr} from a local port in {range}")))?;
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
+    }
+
     fn start_connect(
         &self,
         c: Connecting,

@@ -23,6 +23,7 @@ macro_rules! syscall {
 pub(crate) mod epoll;
 #[cfg(loom)]
 pub(crate) mod mock;
+pub(crate) mod netif;
 pub(crate) mod socket;
 
 #[cfg(not(loom))]

@@ -91,6 +91,36 @@ pub(crate) fn connect_tcp(addr: SocketAddr) -> io::Result<Connecting> {
     connect_raw(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
 }
 
+/// Opens a nonblocking TCP socket, binds it to the first port of `first..=last` that is free
+/// on the unspecified address of `addr`'s family, and starts connecting it to `addr`.
+///
+/// Ports that are in use (`EADDRINUSE`) are skipped; when every one is, the error is
+/// `EADDRINUSE`. Any other bind error is returned at once. `SO_REUSEADDR` is not set, so a
+/// port that a listener, another connection or a `TIME_WAIT` holds counts as in use.
+pub(crate) fn connect_tcp_from(addr: SocketAddr, first: u16, last: u16) -> io::Result<Connecting> {
+    use std::os::fd::AsRawFd;
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // A failed bind leaves the socket unbound, so one socket tries every port.
+    let fd = new_socket(domain)?;
+    for local_port in first..=last {
+        let local = match addr {
+            SocketAddr::V4(_) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local_port)),
+            SocketAddr::V6(_) => SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, local_port, 0, 0)),
+        };
+        let (local, local_len) = sockaddr_from(local);
+        // SAFETY: `local` is a live sockaddr of `local_len` bytes on this stack frame.
+        match syscall!(bind(fd.as_raw_fd(), (&local as *const libc::sockaddr_storage).cast(), local_len)) {
+            Ok(_) => {
+                let (storage, len) = sockaddr_from(addr);
+                return connect_raw(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EADDRINUSE))
+}
+
 /// Opens a nonblocking Unix-domain stream socket and starts connecting it to `path`.
 pub(crate) fn connect_unix(path: &Path) -> io::Result<Connecting> {
     // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.

@@ -1,0 +1,552 @@
+//! One connection of a [`Server`](super::Server): its session, its input tail and its output
+//! queue, and what each completion does to them.
+//!
+//! Two locks per connection, always taken in this order: `input` (the session and the bytes
+//! it left unconsumed; held while the session runs) before `output` (the queue, the write in
+//! flight, the read-side flags). `output` is a leaf: nothing is called under it that could
+//! take another connection's lock, so a session may send to any other connection while it
+//! runs. The port's own locks are below both.
+//!
+//! One read and one write are in flight at most. Whether the next read is started is decided
+//! under `output`, by the read handler (after the session ran) or by the write handler (when a
+//! paused connection has drained), never both: `paused` marks that no read is in flight and
+//! the write side owes one.
+
+use std::fmt;
+use std::mem;
+use std::net::SocketAddr;
+
+use arc_swap::ArcSwap;
+
+use super::{Closed, Limits, Outbox, Session};
+use crate::completion::{Completion, Status};
+use crate::error::{Error, ErrorKind, Result};
+use crate::isb::Isb;
+use crate::port::Port;
+use crate::request::Request;
+use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
+
+/// Spare write buffers larger than this are dropped rather than kept for the next write, so
+/// an idle connection does not hold on to the memory of its largest burst.
+const SPARE_KEEP: usize = 64 << 10;
+
+/// What every connection of a server shares.
+pub(crate) struct Common {
+    pub(crate) port: Port,
+    pub(crate) limits: ArcSwap<Limits>,
+    pub(crate) stats: Stats,
+}
+
+/// Counters behind [`Summary`](super::Summary).
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) accepted: AtomicUsize,
+    pub(crate) refused: AtomicUsize,
+    pub(crate) closed: AtomicUsize,
+    pub(crate) errors: AtomicUsize,
+    pub(crate) limit_closes: AtomicUsize,
+    pub(crate) forced: AtomicUsize,
+    pub(crate) bytes_in: AtomicUsize,
+    pub(crate) bytes_out: AtomicUsize,
+    pub(crate) peak_outbox: AtomicUsize,
+}
+
+fn add(counter: &AtomicUsize, n: usize) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+struct Input {
+    /// `None` only while the factory runs and after `closed` was called.
+    session: Option<Box<dyn Session>>,
+    /// Bytes the session left unconsumed.
+    tail: Vec<u8>,
+    /// Where the session's outbox writes during a call; moved to the output queue after it.
+    stash: Vec<u8>,
+    /// `closed` was called: nothing else reaches the session.
+    done: bool,
+}
+
+struct Output {
+    /// Bytes queued and not yet handed to a write.
+    queue: Vec<u8>,
+    /// Bytes of the write in flight (0: none).
+    in_flight: usize,
+    /// The buffer of the last finished write, reused for the next.
+    spare: Vec<u8>,
+    /// No read is in flight because too much output was queued; the write side restarts it.
+    paused: bool,
+    /// The read buffer kept while paused.
+    read_buf: Option<Vec<u8>>,
+    /// Close once the queue is flushed, for this reason; nothing more is read.
+    ending: Option<Closed>,
+    /// `Port::close` was called (or the stream is gone): nothing more is started.
+    closed: bool,
+    /// Why the connection ended, reported to the session on the Close completion.
+    reason: Option<Closed>,
+}
+
+impl Output {
+    fn queued(&self) -> usize {
+        self.queue.len() + self.in_flight
+    }
+}
+
+pub(crate) struct Conn {
+    id: u64,
+    isb: Isb,
+    peer: Option<SocketAddr>,
+    common: Arc<Common>,
+    input: Mutex<Input>,
+    output: Mutex<Output>,
+}
+
+/// A handle to one connection of a [`Server`](super::Server): its id and peer, and a way to
+/// send to it from anywhere (another connection's session, another thread). Cloning is cheap.
+///
+/// Bytes sent with [`Connection::send`] during one of this connection's own session calls go
+/// out before the bytes of that call's outbox; use the outbox there to keep one order.
+/// A handle stays valid after the connection ended: sends then fail with `NotAssigned`.
+#[derive(Clone)]
+pub struct Connection(Arc<Conn>);
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").field("id", &self.0.id).field("peer", &self.0.peer).finish()
+    }
+}
+
+impl PartialEq for Connection {
+    fn eq(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Connection {}
+
+impl Connection {
+    pub(crate) fn new(id: u64, isb: Isb, peer: Option<SocketAddr>, common: Arc<Common>) -> Connection {
+        Connection(Arc::new(Conn {
+            id,
+            isb,
+            peer,
+            common,
+            input: Mutex::new(Input { session: None, tail: Vec::new(), stash: Vec::new(), done: false }),
+            output: Mutex::new(Output {
+                queue: Vec::new(),
+                in_flight: 0,
+                spare: Vec::new(),
+                paused: false,
+                read_buf: None,
+                ending: None,
+                closed: false,
+                reason: None,
+            }),
+        }))
+    }
+
+    /// The connection's id, unique among the server's open connections (a slot and a
+    /// generation, so an id is not reused soon after its connection ended).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The peer's address, if the listener's family has one.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.0.peer
+    }
+
+    /// Bytes queued and not yet taken by the peer.
+    pub fn queued(&self) -> usize {
+        lock(&self.0.output).queued()
+    }
+
+    /// Whether the connection still takes sends (it is not closing or closed).
+    pub fn is_open(&self) -> bool {
+        let out = lock(&self.0.output);
+        !out.closed && out.ending.is_none()
+    }
+
+    /// Queues `data` to be sent after everything queued before.
+    ///
+    /// # Errors
+    /// `NotAssigned` once the connection is closing or closed; `LimitExceeded` if this send
+    /// takes the queue past [`Limits::max_outbox`]: the connection is then closed.
+    pub fn send(&self, data: &[u8]) -> Result<()> {
+        let limits = self.0.common.limits.load();
+        let mut out = lock(&self.0.output);
+        if out.closed || out.ending.is_some() {
+            return Err(Error::new(ErrorKind::NotAssigned, format!("send on connection {}: it is closing", self.0.id)));
+        }
+        let mut data = data.to_vec();
+        if !self.enqueue(&mut out, &mut data, &limits) {
+            return Err(over_limit(self.0.id, limits.max_outbox));
+        }
+        self.flush(&mut out);
+        Ok(())
+    }
+
+    /// Closes the connection once everything queued has been sent. Doing it again, or on a
+    /// closed connection, does nothing.
+    pub fn close(&self) {
+        let mut out = lock(&self.0.output);
+        if !out.closed && out.ending.is_none() {
+            out.ending = Some(Closed::Local);
+            self.flush(&mut out);
+        }
+    }
+
+    // ---- what the server calls ----
+
+    pub(crate) fn set_session(&self, session: Box<dyn Session>) {
+        lock(&self.0.input).session = Some(session);
+    }
+
+    /// The connection is assigned and in the server's table: greet and start reading.
+    pub(crate) fn open(&self) {
+        let next = {
+            let mut input = lock(&self.0.input);
+            let Input { session, stash, .. } = &mut *input;
+            let (result, close) = match session.as_mut() {
+                Some(s) => {
+                    let mut outbox = Outbox::new(stash, self);
+                    let r = s.opened(&mut outbox);
+                    (r, outbox.wants_close())
+                }
+                None => (Ok(()), false),
+            };
+            self.after_call(&mut input, result, close, None)
+        };
+        if let Some(c) = next {
+            self.on_read(c);
+        }
+    }
+
+    /// Graceful stop: flush, then close; nothing more is read.
+    pub(crate) fn stop(&self) {
+        let mut out = lock(&self.0.output);
+        if !out.closed && out.ending.is_none() {
+            out.ending = Some(Closed::Stopped);
+        }
+        self.flush(&mut out);
+    }
+
+    /// Closes at once, dropping unsent output.
+    pub(crate) fn abort(&self, why: Closed) -> bool {
+        let mut out = lock(&self.0.output);
+        let was_open = !out.closed;
+        self.end_now(&mut out, why);
+        was_open
+    }
+
+    /// A read finished (on this thread or through the queue).
+    pub(crate) fn on_read(&self, c: Completion) {
+        let mut next = Some(c);
+        while let Some(mut c) = next.take() {
+            let mut input = lock(&self.0.input);
+            if input.done {
+                return;
+            }
+            match c.status() {
+                Status::Ok | Status::Eof => {
+                    let n = c.bytes();
+                    add(&self.0.common.stats.bytes_in, n);
+                    let buf = c.take_buffer().unwrap_or_default();
+                    if lock(&self.0.output).ending.is_some() {
+                        // Closing (stop, or the session asked): what arrives now is not read.
+                        return;
+                    }
+                    let (result, close) =
+                        if n > 0 { self.feed(&mut input, &buf[..n.min(buf.len())]) } else { (Ok(()), false) };
+                    if c.status() == Status::Eof {
+                        // The peer closed its side: send what is queued, then close.
+                        if !close {
+                            let mut out = lock(&self.0.output);
+                            if !out.closed && out.ending.is_none() {
+                                out.ending = Some(Closed::Peer);
+                            }
+                        }
+                        self.after_call(&mut input, result, close, None);
+                        return;
+                    }
+                    next = self.after_call(&mut input, result, close, Some(buf));
+                }
+                Status::Cancelled => return,
+                Status::Abandoned => {
+                    drop(input);
+                    self.abort(Closed::Peer);
+                }
+                _ => {
+                    drop(input);
+                    let e = c.result().err().unwrap_or_else(|| Error::invalid("read failed"));
+                    self.abort(Closed::Error(e));
+                }
+            }
+        }
+    }
+
+    /// A write finished through the queue.
+    pub(crate) fn on_write(&self, c: Completion) {
+        let limits = self.0.common.limits.load();
+        let mut out = lock(&self.0.output);
+        if !self.wrote(&mut out, c) {
+            return;
+        }
+        self.flush(&mut out);
+        let resume = out.paused
+            && !out.closed
+            && out.ending.is_none()
+            && out.queued() < limits.pause_reading_at.div_ceil(2).max(1);
+        if !resume {
+            return;
+        }
+        out.paused = false;
+        let buf = out.read_buf.take();
+        let next = self.start_read(&mut out, &limits, buf);
+        drop(out);
+        if let Some(c) = next {
+            self.on_read(c);
+        }
+    }
+
+    /// The Close completion, the stream's last: tell the session, once.
+    pub(crate) fn on_close(&self) {
+        let mut input = lock(&self.0.input);
+        if input.done {
+            return;
+        }
+        input.done = true;
+        let why = {
+            let mut out = lock(&self.0.output);
+            out.closed = true;
+            out.reason.take().unwrap_or(Closed::Local)
+        };
+        if let Some(mut s) = input.session.take() {
+            s.closed(&why);
+        }
+        input.tail = Vec::new();
+        input.stash = Vec::new();
+    }
+
+    /// The server is going away without a Close completion: drop the session (breaking any
+    /// cycle through it) after telling it.
+    pub(crate) fn discard(&self, why: Closed) {
+        let mut input = lock(&self.0.input);
+        if input.done {
+            return;
+        }
+        input.done = true;
+        if let Some(mut s) = input.session.take() {
+            s.closed(&why);
+        }
+    }
+
+    // ---- inside ----
+
+    /// Runs the session on its tail plus `new`; returns its verdict and whether it asked to
+    /// close.
+    fn feed(&self, input: &mut Input, new: &[u8]) -> (Result<()>, bool) {
+        let Input { session, tail, stash, .. } = input;
+        let Some(session) = session.as_mut() else {
+            return (Ok(()), false);
+        };
+        let from_tail = !tail.is_empty();
+        if from_tail {
+            tail.extend_from_slice(new);
+        }
+        let data: &[u8] = if from_tail { tail } else { new };
+        let mut outbox = Outbox::new(stash, self);
+        let got = session.receive(data, &mut outbox);
+        let close = outbox.wants_close();
+        let result = match got {
+            Ok(used) if used <= data.len() => {
+                if from_tail {
+                    tail.drain(..used);
+                    if tail.is_empty() && tail.capacity() > SPARE_KEEP {
+                        *tail = Vec::new();
+                    }
+                } else {
+                    tail.extend_from_slice(&new[used..]);
+                }
+                Ok(())
+            }
+            Ok(used) => Err(Error::invalid(format!(
+                "session of connection {} consumed {used} bytes of {}",
+                self.0.id,
+                data.len()
+            ))),
+            Err(e) => Err(e),
+        };
+        (result, close)
+    }
+
+    /// After a session call: act on its verdict, queue its output, start the next read if
+    /// one is wanted. Returns the read's completion if it finished at once.
+    fn after_call(
+        &self,
+        input: &mut Input,
+        result: Result<()>,
+        close: bool,
+        read_buf: Option<Vec<u8>>,
+    ) -> Option<Completion> {
+        let limits = self.0.common.limits.load();
+        let mut out = lock(&self.0.output);
+        if out.closed {
+            return None;
+        }
+        if let Err(e) = result {
+            input.stash.clear();
+            self.end_now(&mut out, Closed::Error(e));
+            return None;
+        }
+        if input.tail.len() > limits.max_input {
+            let e = Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "connection {}: {} bytes of input not consumed, more than the limit of {}",
+                    self.0.id,
+                    input.tail.len(),
+                    limits.max_input
+                ),
+            );
+            self.end_now(&mut out, Closed::Error(e));
+            return None;
+        }
+        if !input.stash.is_empty() && !self.enqueue(&mut out, &mut input.stash, &limits) {
+            return None;
+        }
+        if close && out.ending.is_none() {
+            out.ending = Some(Closed::Local);
+        }
+        self.flush(&mut out);
+        if out.closed || out.ending.is_some() {
+            return None;
+        }
+        if out.queued() >= limits.pause_reading_at {
+            out.paused = true;
+            out.read_buf = read_buf;
+            return None;
+        }
+        self.start_read(&mut out, &limits, read_buf)
+    }
+
+    /// Moves `data` to the end of the queue; false (and the connection closed) if that passes
+    /// the limit.
+    fn enqueue(&self, out: &mut Output, data: &mut Vec<u8>, limits: &Limits) -> bool {
+        let total = out.queued() + data.len();
+        if total > limits.max_outbox {
+            data.clear();
+            self.end_now(out, Closed::Error(over_limit(self.0.id, limits.max_outbox)));
+            return false;
+        }
+        if out.queue.is_empty() {
+            mem::swap(&mut out.queue, data);
+        } else {
+            out.queue.append(data);
+        }
+        self.0.common.stats.peak_outbox.fetch_max(total, Ordering::Relaxed);
+        true
+    }
+
+    /// Starts the next write if none is in flight, handling writes that finish at once; closes
+    /// a connection that is ending once its queue is empty.
+    fn flush(&self, out: &mut Output) {
+        loop {
+            if out.closed || out.in_flight > 0 {
+                return;
+            }
+            if out.queue.is_empty() {
+                if let Some(why) = out.ending.clone() {
+                    self.end_now(out, why);
+                }
+                return;
+            }
+            let next = mem::take(&mut out.spare);
+            let buf = mem::replace(&mut out.queue, next);
+            out.in_flight = buf.len();
+            match self.0.common.port.start_io_inline(&self.0.isb, Request::write(buf)) {
+                Ok(None) => return,
+                Ok(Some(c)) => {
+                    if !self.wrote(out, c) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    out.in_flight = 0;
+                    self.end_now(out, Closed::Error(e.into_parts().0));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accounts for a finished write; false if the connection is over.
+    fn wrote(&self, out: &mut Output, mut c: Completion) -> bool {
+        out.in_flight = 0;
+        match c.status() {
+            Status::Ok => {
+                add(&self.0.common.stats.bytes_out, c.bytes());
+                if let Some(mut buf) = c.take_buffer() {
+                    if buf.capacity() <= SPARE_KEEP && out.spare.capacity() == 0 {
+                        buf.clear();
+                        out.spare = buf;
+                    }
+                }
+                true
+            }
+            Status::Cancelled => false,
+            Status::Abandoned => {
+                self.end_now(out, Closed::Peer);
+                false
+            }
+            _ => {
+                let e = c.result().err().unwrap_or_else(|| Error::invalid("write failed"));
+                self.end_now(out, Closed::Error(e));
+                false
+            }
+        }
+    }
+
+    fn start_read(&self, out: &mut Output, limits: &Limits, buf: Option<Vec<u8>>) -> Option<Completion> {
+        let mut buf = buf.unwrap_or_default();
+        buf.resize(limits.read_size, 0);
+        match self.0.common.port.start_io_inline(&self.0.isb, Request::read_some(buf)) {
+            Ok(done) => done,
+            Err(e) => {
+                self.end_now(out, Closed::Error(e.into_parts().0));
+                None
+            }
+        }
+    }
+
+    /// Closes the stream now (pending I/O completes as cancelled, then the Close completion
+    /// comes); the first reason given is the one reported.
+    fn end_now(&self, out: &mut Output, why: Closed) {
+        if out.closed {
+            return;
+        }
+        out.closed = true;
+        out.queue = Vec::new();
+        out.spare = Vec::new();
+        out.read_buf = None;
+        let stats = &self.0.common.stats;
+        if let Closed::Error(e) = &why {
+            match e.kind() {
+                ErrorKind::LimitExceeded => add(&stats.limit_closes, 1),
+                // The port going away is not this connection's error.
+                ErrorKind::PortClosed | ErrorKind::NotAssigned => {}
+                _ => add(&stats.errors, 1),
+            }
+        }
+        out.reason.get_or_insert(why);
+        // NotAssigned: already closed (or torn down); the Close completion is on its way or the
+        // server's teardown discards the session.
+        let _ = self.0.common.port.close(&self.0.isb);
+    }
+}
+
+fn over_limit(id: u64, max: usize) -> Error {
+    Error::new(
+        ErrorKind::LimitExceeded,
+        format!("connection {id}: the peer is not taking its output; more than {max} bytes queued"),
+    )
+}

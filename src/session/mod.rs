@@ -1,0 +1,183 @@
+//! Sessions: protocol engines on top of a port, in the sans-IO style.
+//!
+//! A protocol engine (a [`Session`], one per connection) never touches a socket. The comms
+//! layer, a [`Server`], owns the sockets and all buffering in both directions: it feeds the
+//! session the bytes that arrived, keeps whatever the session did not consume and presents it
+//! again, prefixed, with the next bytes; it sends what the session queued in its [`Outbox`], in
+//! order, and closes the connection when the session asks. The session never blocks.
+//!
+//! ```no_run
+//! use cport::session::{Outbox, Server, Session};
+//!
+//! /// Echoes every complete line back.
+//! struct Lines;
+//!
+//! impl Session for Lines {
+//!     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+//!         // Consume whole lines only; a partial line comes back with the next bytes.
+//!         let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+//!         out.send(&data[..end]);
+//!         Ok(end)
+//!     }
+//! }
+//!
+//! let server = Server::builder().bind("127.0.0.1:7000".parse()?, |_conn| Box::new(Lines))?;
+//! println!("listening {}", server.local_addr());
+//! server.run()?; // any number of threads may call run(); stop() ends it gracefully
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Back-pressure
+//! Output the peer has not taken yet counts against [`Limits`]: once a connection has
+//! [`Limits::pause_reading_at`] bytes queued, the server stops reading from it (so a peer
+//! that sends requests but does not read the replies is slowed down, not fed); reading resumes
+//! when the queue has drained to half of that. Output that keeps growing anyway (sends from
+//! other connections, a single huge reply) closes the connection once it passes
+//! [`Limits::max_outbox`], with an [`ErrorKind::LimitExceeded`](crate::ErrorKind) error. Input
+//! the session leaves unconsumed is bounded the same way by [`Limits::max_input`].
+//!
+//! # Threads
+//! Completions are handled by whichever threads call [`Server::run`], [`Server::poll`] or
+//! [`Server::stop`], or by loops placed on a rayon pool with [`Server::run_on`]. One
+//! connection's session is called by one thread at a time; different connections' sessions
+//! run in parallel.
+
+mod conn;
+mod server;
+
+pub use conn::Connection;
+pub use server::{Builder, Server, Summary};
+
+use crate::error::{Error, Result};
+
+/// A protocol engine for one connection, fed by a [`Server`].
+///
+/// Calls for one connection never overlap, and [`Session::closed`] is the last one.
+pub trait Session: Send + 'static {
+    /// The connection is up; queue a greeting here if the protocol has one.
+    ///
+    /// # Errors
+    /// An error closes the connection at once (nothing queued is sent).
+    fn opened(&mut self, out: &mut Outbox<'_>) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// Bytes arrived: `data` is what the session left unconsumed last time followed by the new
+    /// bytes. Consume as many whole messages as there are and return how many bytes that was;
+    /// the rest comes back, prefixed, with the next bytes. There is no need to loop: the server
+    /// calls again only when more bytes arrive.
+    ///
+    /// To end the connection after the replies are sent, call [`Outbox::close`] (the way to
+    /// report a protocol error to the peer: queue the error reply, then close).
+    ///
+    /// # Errors
+    /// An error closes the connection at once, dropping output not yet sent; other connections
+    /// are not affected. Returning more than `data.len()` is treated as an error.
+    fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> Result<usize>;
+
+    /// The connection has ended, for the reason given; called exactly once, last. A peer that
+    /// closed its side (unsolicited closure) shows as [`Closed::Peer`] once the output queued
+    /// before it has been flushed.
+    fn closed(&mut self, why: &Closed) {
+        let _ = why;
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Closed {
+    /// The session (or a [`Connection::close`] call) asked for it; queued output was sent.
+    Local,
+    /// The peer closed its end, reset the connection or hung up.
+    Peer,
+    /// The server stopped ([`Server::stop`]); output queued by then was sent unless the stop
+    /// timed out.
+    Stopped,
+    /// An error: the session's own, a limit (`LimitExceeded`), or the socket's.
+    Error(Error),
+}
+
+/// Where a session queues output and asks for the connection to close.
+///
+/// Bytes are sent in the order they are queued, after whatever was queued before; they go out
+/// once the session call returns.
+pub struct Outbox<'a> {
+    buf: &'a mut Vec<u8>,
+    close: bool,
+    conn: &'a Connection,
+}
+
+impl<'a> Outbox<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>, conn: &'a Connection) -> Outbox<'a> {
+        Outbox { buf, close: false, conn }
+    }
+
+    /// Queues `data` to be sent.
+    pub fn send(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The queue itself, to encode replies straight into it (append only).
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.buf
+    }
+
+    /// Closes the connection once everything queued has been sent; nothing more is read.
+    pub fn close(&mut self) {
+        self.close = true;
+    }
+
+    /// The connection this outbox belongs to: its id and peer, and a handle other threads or
+    /// sessions can use to send to it.
+    pub fn connection(&self) -> &Connection {
+        self.conn
+    }
+
+    pub(crate) fn wants_close(&self) -> bool {
+        self.close
+    }
+}
+
+/// Limits that bound what one connection may hold in memory. Changed at run time with
+/// [`Server::set_limits`]; a change applies to the next check on every connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Output queued and not yet taken by the peer beyond which the connection is closed with
+    /// `LimitExceeded` (default 4 MiB).
+    pub max_outbox: usize,
+    /// Output queued at which the server stops reading from the connection until half of it
+    /// has drained (default 256 KiB).
+    pub pause_reading_at: usize,
+    /// Input the session left unconsumed beyond which the connection is closed with
+    /// `LimitExceeded` (default 16 MiB): a message larger than this can never be received.
+    pub max_input: usize,
+    /// Bytes read at most per read (default 16 KiB). A session sees at most this many new
+    /// bytes per call.
+    pub read_size: usize,
+    /// Connections at most; an accepted connection beyond it is closed at once and counted
+    /// in [`Summary::refused`] (default 100,000).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_outbox: 4 << 20,
+            pause_reading_at: 256 << 10,
+            max_input: 16 << 20,
+            read_size: 16 << 10,
+            max_connections: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.read_size == 0 || self.max_outbox == 0 || self.pause_reading_at == 0 || self.max_input == 0 {
+            return Err(Error::invalid(format!("session limits must not be zero: {self:?}")));
+        }
+        Ok(())
+    }
+}
