@@ -549,6 +549,30 @@ impl Port {
         self.shared.release(stream, false)
     }
 
+    /// Shuts down the sending direction of a socket stream (`shutdown(SHUT_WR)`): the peer
+    /// reads end of stream after the bytes already sent, and reads on this side go on. A server
+    /// does this before it closes a connection whose peer may still be sending, so that the
+    /// kernel does not answer unread data with a reset that destroys replies in flight.
+    ///
+    /// # Errors
+    /// `Busy` while a write is pending on the stream; `NotAssigned` for a closed stream;
+    /// `InvalidInput` for an ISB of another port; `Os` for a stream that is not a socket.
+    pub fn shutdown_write(&self, isb: &Isb) -> Result<()> {
+        let stream = self.own(isb, Op::Write)?;
+        let inner = stream.lock();
+        let Some(driver) = inner.driver.as_ref() else {
+            return Err(not_assigned(Op::Write, stream.user_token));
+        };
+        if stream.side_state(Side::Write) == isb::BUSY {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("shutdown_write on {}: a write is in progress", stream.describe(&inner)),
+            ));
+        }
+        socket::shutdown_write(driver.fd())
+            .map_err(|e| Error::from_io(&e, format!("shutdown_write on {}", stream.describe(&inner))))
+    }
+
     /// Closes the stream: pending reads and writes complete as `Cancelled`, then the fd is
     /// closed and an `Op::Close` completion with status `Ok` is queued, the stream's last.
     /// The ISB is then invalid, as after [`Port::deassign`].

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::mem;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
@@ -83,6 +84,16 @@ struct Output {
     closed: bool,
     /// Why the connection ended, reported to the session on the Close completion.
     reason: Option<Closed>,
+    /// A session call is running: its output is not in the queue yet, so an ending
+    /// connection must not close on an empty queue.
+    in_call: bool,
+    /// A read is in flight.
+    read_pending: bool,
+    /// Lingering close: the write side is shut down and the read side discards what the peer
+    /// still sends until it closes or this instant passes.
+    linger_until: Option<Instant>,
+    /// Input arrived after the connection began to end and was dropped unread.
+    dropped_input: bool,
 }
 
 impl Output {
@@ -140,6 +151,10 @@ impl Connection {
                 ending: None,
                 closed: false,
                 reason: None,
+                in_call: false,
+                read_pending: false,
+                linger_until: None,
+                dropped_input: false,
             }),
         }))
     }
@@ -206,6 +221,7 @@ impl Connection {
         let next = {
             let mut input = lock(&self.0.input);
             let Input { session, stash, .. } = &mut *input;
+            lock(&self.0.output).in_call = true;
             let (result, close) = match session.as_mut() {
                 Some(s) => {
                     let mut outbox = Outbox::new(stash, self);
@@ -246,15 +262,28 @@ impl Connection {
             if input.done {
                 return;
             }
+            {
+                let mut out = lock(&self.0.output);
+                out.read_pending = false;
+                if out.closed {
+                    return;
+                }
+                if out.ending.is_some() {
+                    // Closing: what arrives now is not for the session. While lingering, read
+                    // on (and discard) until the peer closes; before that, stop reading.
+                    if out.linger_until.is_some() {
+                        next = self.linger_read(&mut out, c);
+                    } else if c.bytes() > 0 {
+                        out.dropped_input = true;
+                    }
+                    continue;
+                }
+            }
             match c.status() {
                 Status::Ok | Status::Eof => {
                     let n = c.bytes();
                     add(&self.0.common.stats.bytes_in, n);
                     let buf = c.take_buffer().unwrap_or_default();
-                    if lock(&self.0.output).ending.is_some() {
-                        // Closing (stop, or the session asked): what arrives now is not read.
-                        return;
-                    }
                     let (result, close) =
                         if n > 0 { self.feed(&mut input, &buf[..n.min(buf.len())]) } else { (Ok(()), false) };
                     if c.status() == Status::Eof {
@@ -284,25 +313,62 @@ impl Connection {
         }
     }
 
+    /// A read finished during a lingering close: read on while the peer sends and time is
+    /// left; close on its end of stream, an error, or the deadline.
+    fn linger_read(&self, out: &mut Output, mut c: Completion) -> Option<Completion> {
+        let until = out.linger_until?;
+        let now = Instant::now();
+        match c.status() {
+            Status::Cancelled => None,
+            Status::Ok if now < until => {
+                let limits = self.0.common.limits.load();
+                let _ = self.0.common.port.set_timeout(&self.0.isb, Some(until - now));
+                self.start_read(out, &limits, c.take_buffer())
+            }
+            _ => {
+                let why = out.ending.clone().unwrap_or(Closed::Local);
+                self.end_now(out, why);
+                None
+            }
+        }
+    }
+
     /// A write finished through the queue.
     pub(crate) fn on_write(&self, c: Completion) {
         let limits = self.0.common.limits.load();
-        let mut out = lock(&self.0.output);
-        if !self.wrote(&mut out, c) {
+        let buf = {
+            let mut out = lock(&self.0.output);
+            if !self.wrote(&mut out, c) {
+                return;
+            }
+            self.flush(&mut out);
+            let resume = out.paused
+                && !out.closed
+                && out.ending.is_none()
+                && out.queued() < limits.pause_reading_at.div_ceil(2).max(1);
+            if !resume {
+                return;
+            }
+            out.paused = false;
+            out.read_buf.take()
+        };
+        // Reading resumes. Input the session left unconsumed (it may pace itself by leaving
+        // whole messages there while its output is high) is presented again first.
+        let mut input = lock(&self.0.input);
+        if input.done {
             return;
         }
-        self.flush(&mut out);
-        let resume = out.paused
-            && !out.closed
-            && out.ending.is_none()
-            && out.queued() < limits.pause_reading_at.div_ceil(2).max(1);
-        if !resume {
-            return;
-        }
-        out.paused = false;
-        let buf = out.read_buf.take();
-        let next = self.start_read(&mut out, &limits, buf);
-        drop(out);
+        let next = if input.tail.is_empty() {
+            let mut out = lock(&self.0.output);
+            if out.closed || out.ending.is_some() || out.paused || out.read_pending {
+                return;
+            }
+            self.start_read(&mut out, &limits, buf)
+        } else {
+            let (result, close) = self.feed(&mut input, &[]);
+            self.after_call(&mut input, result, close, buf)
+        };
+        drop(input);
         if let Some(c) = next {
             self.on_read(c);
         }
@@ -354,6 +420,7 @@ impl Connection {
             tail.extend_from_slice(new);
         }
         let data: &[u8] = if from_tail { tail } else { new };
+        lock(&self.0.output).in_call = true;
         let mut outbox = Outbox::new(stash, self);
         let got = session.receive(data, &mut outbox);
         let close = outbox.wants_close();
@@ -390,6 +457,7 @@ impl Connection {
     ) -> Option<Completion> {
         let limits = self.0.common.limits.load();
         let mut out = lock(&self.0.output);
+        out.in_call = false;
         if out.closed {
             return None;
         }
@@ -455,8 +523,10 @@ impl Connection {
                 return;
             }
             if out.queue.is_empty() {
-                if let Some(why) = out.ending.clone() {
-                    self.end_now(out, why);
+                if !out.in_call {
+                    if let Some(why) = out.ending.clone() {
+                        self.finish(out, why);
+                    }
                 }
                 return;
             }
@@ -476,6 +546,35 @@ impl Connection {
                     return;
                 }
             }
+        }
+    }
+
+    /// Everything is sent and the connection is ending: close it. A graceful close (the
+    /// session's or a stop) of a connection with input left unread lingers first: shut the
+    /// write side down and read until the peer closes, bounded by [`Limits::linger`], because
+    /// closing a socket with unread input makes the kernel reset the connection, destroying
+    /// replies the peer has not read yet.
+    fn finish(&self, out: &mut Output, why: Closed) {
+        if out.linger_until.is_some() {
+            return;
+        }
+        let limits = self.0.common.limits.load();
+        let graceful = matches!(why, Closed::Local | Closed::Stopped);
+        let unread = out.dropped_input
+            || self.0.isb.fd().is_some_and(|fd| crate::sys::socket::bytes_readable(fd).map_or(true, |n| n > 0));
+        if !graceful || !unread || limits.linger.is_zero() || self.0.common.port.shutdown_write(&self.0.isb).is_err() {
+            self.end_now(out, why);
+            return;
+        }
+        out.linger_until = Some(Instant::now() + limits.linger);
+        let _ = self.0.common.port.set_timeout(&self.0.isb, Some(limits.linger));
+        if out.read_pending {
+            return;
+        }
+        let buf = out.read_buf.take();
+        let mut next = self.start_read(out, &limits, buf);
+        while let Some(c) = next.take() {
+            next = self.linger_read(out, c);
         }
     }
 
@@ -510,7 +609,10 @@ impl Connection {
         let mut buf = buf.unwrap_or_default();
         buf.resize(limits.read_size, 0);
         match self.0.common.port.start_io_inline(&self.0.isb, Request::read_some(buf)) {
-            Ok(done) => done,
+            Ok(done) => {
+                out.read_pending = done.is_none();
+                done
+            }
             Err(e) => {
                 self.end_now(out, Closed::Error(e.into_parts().0));
                 None

@@ -48,6 +48,8 @@ mod server;
 pub use conn::Connection;
 pub use server::{Builder, Server, Summary};
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 
 /// A protocol engine for one connection, fed by a [`Server`].
@@ -159,6 +161,12 @@ pub struct Limits {
     /// Connections at most; an accepted connection beyond it is closed at once and counted
     /// in [`Summary::refused`] (default 100,000).
     pub max_connections: usize,
+    /// How long a connection that closes gracefully ([`Closed::Local`], [`Closed::Stopped`])
+    /// with input left unread lingers after its last byte was sent (default 2 s): its write
+    /// side is shut down and what the peer still sends is read and dropped until the peer
+    /// closes, so the kernel does not reset the connection and destroy replies the peer has
+    /// not read yet. A connection with nothing unread closes at once. Zero: never linger.
+    pub linger: Duration,
 }
 
 impl Default for Limits {
@@ -169,6 +177,7 @@ impl Default for Limits {
             max_input: 16 << 20,
             read_size: 16 << 10,
             max_connections: 100_000,
+            linger: Duration::from_secs(2),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! [`Server`]: a listener, one [`Session`] per accepted connection, all on one port.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -12,6 +12,7 @@ use crate::completion::{Completion, Status};
 use crate::driver;
 use crate::error::{Error, ErrorKind, Result};
 use crate::isb::Isb;
+use crate::net::{HostDescription, PortRange};
 use crate::port::Port;
 use crate::request::Op;
 use crate::sync::{lock, Arc, AtomicU8, AtomicUsize, Mutex, Ordering, RwLock};
@@ -139,6 +140,8 @@ struct Shared {
     /// How long a loop on a rayon pool waits in the port before it lets the pool run other
     /// work.
     slice: Duration,
+    /// Set `TCP_NODELAY` on accepted connections.
+    nodelay: bool,
     /// Loops that ended on an unexpected error (counted in the summary's errors).
     loop_errors: AtomicUsize,
 }
@@ -147,9 +150,15 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // The last handle is gone without a finished stop: shut the port down and end every
         // session, so no session (which may hold handles of others) outlives the server.
+        // Close the sockets now: Connection handles the application still holds keep the port
+        // (and with it every stream) alive.
+        let _ = self.common.port.close(&self.listener);
+        let conns = std::mem::take(&mut *self.table.write().unwrap_or_else(|p| p.into_inner())).conns();
+        for conn in &conns {
+            conn.abort(Closed::Stopped);
+        }
         self.common.port.shutdown();
-        let conns = std::mem::take(&mut *self.table.write().unwrap_or_else(|p| p.into_inner()));
-        for conn in conns.conns() {
+        for conn in &conns {
             conn.discard(Closed::Stopped);
         }
     }
@@ -179,11 +188,12 @@ pub struct Builder {
     limits: Limits,
     threads: usize,
     slice: Duration,
+    nodelay: bool,
 }
 
 impl Default for Builder {
     fn default() -> Builder {
-        Builder { limits: Limits::default(), threads: 0, slice: Duration::from_millis(2) }
+        Builder { limits: Limits::default(), threads: 0, slice: Duration::from_millis(2), nodelay: true }
     }
 }
 
@@ -209,6 +219,14 @@ impl Builder {
         self
     }
 
+    /// Whether accepted connections get `TCP_NODELAY` (default true): each session call's
+    /// output goes out as one write, and with Nagle's algorithm on, a second small write waits
+    /// for the peer's delayed acknowledgement (tens of milliseconds).
+    pub fn nodelay(mut self, on: bool) -> Builder {
+        self.nodelay = on;
+        self
+    }
+
     /// Listens on `addr` (port 0: any free port) and starts accepting; `factory` makes the
     /// session of each connection.
     ///
@@ -219,6 +237,18 @@ impl Builder {
         F: Fn(&Connection) -> Box<dyn Session> + Send + Sync + 'static,
     {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| Error::from_io(&e, format!("bind {addr}")))?;
+        self.listen(listener, factory)
+    }
+
+    /// Listens on `ip` at the first free port of `range` (seed 004's port restriction).
+    ///
+    /// # Errors
+    /// `Os(AddrInUse)` when every port of the range is taken; otherwise as [`Builder::bind`].
+    pub fn bind_in_range<F>(self, ip: IpAddr, range: &PortRange, factory: F) -> Result<Server>
+    where
+        F: Fn(&Connection) -> Box<dyn Session> + Send + Sync + 'static,
+    {
+        let listener = range.bind_tcp(ip)?;
         self.listen(listener, factory)
     }
 
@@ -244,6 +274,7 @@ impl Builder {
             state: AtomicU8::new(RUNNING),
             stopped: Mutex::new(None),
             slice: self.slice,
+            nodelay: self.nodelay,
             loop_errors: AtomicUsize::new(0),
         });
         let server = Server { shared };
@@ -261,6 +292,20 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// What a peer needs to connect to this server: the listening address, or every local
+    /// address with the server's port when it listens on all of them (0.0.0.0 or ::).
+    ///
+    /// # Errors
+    /// As [`HostDescription::local`].
+    pub fn host_description(&self) -> Result<HostDescription> {
+        let addr = self.shared.local_addr;
+        if addr.ip().is_unspecified() {
+            HostDescription::local(addr.port())
+        } else {
+            HostDescription::new(vec![addr])
+        }
     }
 
     /// Connections open right now.
@@ -501,6 +546,10 @@ impl Server {
             }
         }
         let Some(stream) = c.take_accepted() else { return };
+        if self.shared.nodelay {
+            // Best effort: a socket without the option still works, only slower.
+            let _ = crate::sys::socket::set_nodelay(stream.fd());
+        }
         if self.shared.state.load(Ordering::SeqCst) != RUNNING {
             return;
         }

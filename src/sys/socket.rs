@@ -50,6 +50,35 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Shuts down the sending direction of a socket: the peer reads end of stream after the bytes
+/// already sent.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers; a bad fd is EBADF, a non-socket ENOTSOCK.
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+/// Bytes waiting in the socket's receive queue (`FIONREAD`).
+pub(crate) fn bytes_readable(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to a live c_int.
+    syscall!(ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Turns Nagle's algorithm off on a TCP socket (`TCP_NODELAY`).
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&on as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
 /// Takes and clears the socket's pending error (`SO_ERROR`).
 pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     let code = getsockopt_int(fd, libc::SO_ERROR)?;
