@@ -4,6 +4,7 @@
 # table of the median requests/s per test and pipeline depth, and the cport/redis ratio.
 #
 #   benches/resp_vs_redis.sh [ROUNDS] [REQUESTS]      # defaults: 3 rounds, 200000 requests
+#   CPORT_THREADS=1 benches/resp_vs_redis.sh           # threads of the cport server (default 2)
 #
 # Needs redis-server and redis-benchmark (Debian: apt-get install redis-server redis-tools).
 # Writes the raw CSV of every run to results/resp/.
@@ -26,7 +27,7 @@ cargo build --release --example resp_server
 CPORT_PORT=${CPORT_PORT:-6390}
 REDIS_PORT=${REDIS_PORT:-6391}
 
-target/release/examples/resp_server "127.0.0.1:$CPORT_PORT" >"$OUT/cport.log" 2>&1 &
+target/release/examples/resp_server "127.0.0.1:$CPORT_PORT" --threads "${CPORT_THREADS:-2}" >"$OUT/cport.log" 2>&1 &
 CPORT_PID=$!
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
     --logfile "$OUT/redis.log" &

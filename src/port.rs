@@ -671,8 +671,9 @@ impl Port {
                 return s.take().map(Some).ok_or_else(Error::closed);
             }
             let trying = timeout == Some(Duration::ZERO);
-            // A try does not wait, so it does not spin either.
-            if !trying && s.sleep.try_spin() {
+            // A try does not wait, so it does not spin either; nor does a polling waiter (its
+            // completions come from its own epoll_wait, and others poke it; ARCHITECTURE.md).
+            if !trying && !s.polling && s.sleep.try_spin() {
                 for _ in 0..SPIN_TRIES {
                     spin_hint();
                     if !s.queue.is_empty() {

@@ -1228,3 +1228,29 @@ fn many_connections_stress() {
     assert_eq!(summary.bytes_in, bytes_in.load(Ordering::Relaxed));
     assert_eq!(summary.bytes_out, summary.bytes_in + 3 * total * REQUESTS);
 }
+
+/// Seed 004's port restriction on a server: it listens inside the range and describes itself
+/// with that port.
+#[test]
+fn server_binds_inside_a_port_range() {
+    use cport::net::PortRange;
+    // A free port to start the range at (the range leaves room for a few taken ones).
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().min(65_000);
+    let range = PortRange::new(first, first + 30).unwrap();
+    struct Quiet;
+    impl Session for Quiet {
+        fn receive(&mut self, data: &[u8], _out: &mut Outbox<'_>) -> cport::Result<usize> {
+            Ok(data.len())
+        }
+    }
+    let server = Server::builder()
+        .bind_in_range("127.0.0.1".parse().unwrap(), &range, |_c: &Connection| Box::new(Quiet) as Box<dyn Session>)
+        .unwrap();
+    let port = server.local_addr().port();
+    assert!(range.contains(port), "{port} outside {range}");
+    let desc = server.host_description().unwrap();
+    assert_eq!(desc.addrs(), &[server.local_addr()]);
+    assert_eq!(desc.to_string().parse::<cport::net::HostDescription>().unwrap(), desc);
+    let summary = server.stop(Duration::from_secs(1));
+    assert_eq!(summary.accepted, 0);
+}
