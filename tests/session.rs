@@ -805,13 +805,7 @@ fn graceful_stop_flushes_pending_output() {
     assert_eq!(handle.poll(Some(Duration::ZERO)).map_err(|e| e.kind()), Err(ErrorKind::PortClosed));
     assert_eq!((handle.connections(), handle.connection_list().len()), (0, 0));
 
-    match TcpStream::connect(addr) {
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
-        Ok(mut late) => {
-            late.set_read_timeout(Some(GUARD)).unwrap();
-            expect_eof(&mut late);
-        }
-    }
+    expect_not_served(addr);
 }
 
 #[test]
@@ -940,8 +934,13 @@ fn max_connections_refuses() {
 
 #[test]
 fn bad_limits_are_rejected() {
-    let zeroed: [fn(&mut Limits); 4] =
-        [|l| l.read_size = 0, |l| l.max_outbox = 0, |l| l.pause_reading_at = 0, |l| l.max_input = 0];
+    let zeroed: [fn(&mut Limits); 5] = [
+        |l| l.read_size = 0,
+        |l| l.max_outbox = 0,
+        |l| l.pause_reading_at = 0,
+        |l| l.max_input = 0,
+        |l| l.read_size = usize::MAX,
+    ];
     for (i, zero) in zeroed.iter().enumerate() {
         let mut limits = Limits::default();
         zero(&mut limits);
@@ -1042,10 +1041,9 @@ fn greeted_unstopped_server() -> (Server, Arc<Probe>, TcpStream) {
 
 /// After the last handle is gone: the session was told, the client sees the end, and the
 /// address takes no more connections.
+/// A connect to a server that has stopped is refused, or gets end of stream at once.
 #[track_caller]
-fn check_dropped(probe: &Probe, mut s: TcpStream, addr: SocketAddr) {
-    assert_eq!(probe.closed_of(peer_of(&s)), vec![Closed::Stopped], "closed once, as Stopped");
-    expect_eof(&mut s);
+fn expect_not_served(addr: SocketAddr) {
     match TcpStream::connect(addr) {
         Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
         Ok(mut late) => {
@@ -1053,6 +1051,13 @@ fn check_dropped(probe: &Probe, mut s: TcpStream, addr: SocketAddr) {
             expect_eof(&mut late);
         }
     }
+}
+
+#[track_caller]
+fn check_dropped(probe: &Probe, mut s: TcpStream, addr: SocketAddr) {
+    assert_eq!(probe.closed_of(peer_of(&s)), vec![Closed::Stopped], "closed once, as Stopped");
+    expect_eof(&mut s);
+    expect_not_served(addr);
 }
 
 #[test]
@@ -1253,4 +1258,17 @@ fn server_binds_inside_a_port_range() {
     assert_eq!(desc.to_string().parse::<cport::net::HostDescription>().unwrap(), desc);
     let summary = server.stop(Duration::from_secs(1));
     assert_eq!(summary.accepted, 0);
+}
+
+/// Durations too long to add to the clock are "forever", not a panic.
+#[test]
+fn huge_durations_do_not_panic() {
+    let probe = Arc::new(Probe::default());
+    let limits = Limits { linger: Duration::MAX, ..Limits::default() };
+    let running = Running::start(limits, 1, factory(&probe, lines(b"re:")));
+    let mut s = client(running.addr());
+    round_trip(&mut s, "re:", "hi");
+    drop(s);
+    let summary = running.stop(Duration::MAX);
+    assert_eq!(summary.forced, 0, "{summary:?}");
 }

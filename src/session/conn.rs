@@ -566,7 +566,7 @@ impl Connection {
             self.end_now(out, why);
             return;
         }
-        out.linger_until = Some(Instant::now() + limits.linger);
+        out.linger_until = Some(super::deadline_after(limits.linger));
         let _ = self.0.common.port.set_timeout(&self.0.isb, Some(limits.linger));
         if out.read_pending {
             return;

@@ -155,8 +155,8 @@ pub struct Limits {
     /// Input the session left unconsumed beyond which the connection is closed with
     /// `LimitExceeded` (default 16 MiB): a message larger than this can never be received.
     pub max_input: usize,
-    /// Bytes read at most per read (default 16 KiB). A session sees at most this many new
-    /// bytes per call.
+    /// Bytes read at most per read (default 16 KiB, at most [`MAX_READ_SIZE`]). A session sees
+    /// at most this many new bytes per call.
     pub read_size: usize,
     /// Connections at most; an accepted connection beyond it is closed at once and counted
     /// in [`Summary::refused`] (default 100,000).
@@ -182,11 +182,26 @@ impl Default for Limits {
     }
 }
 
+/// The largest [`Limits::read_size`]: each read allocates a buffer this big.
+pub const MAX_READ_SIZE: usize = 64 << 20;
+
 impl Limits {
     pub(crate) fn check(&self) -> Result<()> {
         if self.read_size == 0 || self.max_outbox == 0 || self.pause_reading_at == 0 || self.max_input == 0 {
             return Err(Error::invalid(format!("session limits must not be zero: {self:?}")));
         }
+        if self.read_size > MAX_READ_SIZE {
+            return Err(Error::invalid(format!(
+                "session read_size {} is more than the largest, {MAX_READ_SIZE}",
+                self.read_size
+            )));
+        }
         Ok(())
     }
+}
+
+/// `after` from now; a duration too long to represent means "not in this program's life".
+pub(crate) fn deadline_after(after: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)))
 }

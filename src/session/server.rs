@@ -435,7 +435,7 @@ impl Server {
             return summary.clone();
         }
         self.begin_stop();
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         self.drive_until_empty(deadline);
         if self.connections() > 0 {
             for conn in self.connection_list() {
