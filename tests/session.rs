@@ -1272,3 +1272,41 @@ fn huge_durations_do_not_panic() {
     let summary = running.stop(Duration::MAX);
     assert_eq!(summary.forced, 0, "{summary:?}");
 }
+
+/// A session that stops the server from inside its own call (a SHUTDOWN command) does not
+/// deadlock: the stop begins, its reply is still sent, and `run` ends everywhere.
+#[test]
+fn stop_from_inside_a_session_begins_the_stop() {
+    struct Shutdown(Arc<std::sync::OnceLock<Server>>);
+    impl Session for Shutdown {
+        fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+            let server = self.0.get().expect("server set before clients connect");
+            // poll from inside a call is refused rather than waiting on this very connection.
+            assert_eq!(server.poll(Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::InvalidInput);
+            let summary = server.stop(Duration::from_secs(5));
+            assert_eq!(summary.open, 1, "{summary:?}");
+            out.send(b"stopping\n");
+            Ok(data.len())
+        }
+    }
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let c = cell.clone();
+    let server = Server::builder()
+        .bind("127.0.0.1:0".parse().unwrap(), move |_: &Connection| Box::new(Shutdown(c.clone())) as Box<dyn Session>)
+        .unwrap();
+    cell.set(server.clone()).unwrap();
+    let runner = {
+        let s = server.clone();
+        std::thread::spawn(move || s.run())
+    };
+    let mut s = client(server.local_addr());
+    s.write_all(b"x").unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"stopping\n");
+    // The run thread finishes the stop by itself once the connection is gone.
+    runner.join().unwrap().unwrap();
+    assert!(server.is_stopped());
+    let summary = server.stop(Duration::from_secs(5));
+    assert_eq!((summary.accepted, summary.closed, summary.forced), (1, 1, 0), "{summary:?}");
+}

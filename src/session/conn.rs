@@ -225,7 +225,7 @@ impl Connection {
             let (result, close) = match session.as_mut() {
                 Some(s) => {
                     let mut outbox = Outbox::new(stash, self);
-                    let r = s.opened(&mut outbox);
+                    let r = in_session(|| s.opened(&mut outbox));
                     (r, outbox.wants_close())
                 }
                 None => (Ok(()), false),
@@ -387,7 +387,7 @@ impl Connection {
             out.reason.take().unwrap_or(Closed::Local)
         };
         if let Some(mut s) = input.session.take() {
-            s.closed(&why);
+            in_session(|| s.closed(&why));
         }
         input.tail = Vec::new();
         input.stash = Vec::new();
@@ -402,7 +402,7 @@ impl Connection {
         }
         input.done = true;
         if let Some(mut s) = input.session.take() {
-            s.closed(&why);
+            in_session(|| s.closed(&why));
         }
     }
 
@@ -422,7 +422,7 @@ impl Connection {
         let data: &[u8] = if from_tail { tail } else { new };
         lock(&self.0.output).in_call = true;
         let mut outbox = Outbox::new(stash, self);
-        let got = session.receive(data, &mut outbox);
+        let got = in_session(|| session.receive(data, &mut outbox));
         let close = outbox.wants_close();
         let result = match got {
             Ok(used) if used <= data.len() => {
@@ -644,6 +644,25 @@ impl Connection {
         // server's teardown discards the session.
         let _ = self.0.common.port.close(&self.0.isb);
     }
+}
+
+thread_local! {
+    /// This thread is inside a session call (see [`inside_session`]).
+    static IN_SESSION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a session call, marking the thread as inside one.
+fn in_session<T>(call: impl FnOnce() -> T) -> T {
+    let outer = IN_SESSION.with(|f| f.replace(true));
+    let result = call();
+    IN_SESSION.with(|f| f.set(outer));
+    result
+}
+
+/// Whether this thread is inside a session call: waiting for the server there (`stop`,
+/// `poll`) could wait for the very connection whose session is running.
+pub(crate) fn inside_session() -> bool {
+    IN_SESSION.with(|f| f.get())
 }
 
 fn over_limit(id: u64, max: usize) -> Error {

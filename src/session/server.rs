@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::conn::{Common, Connection, Stats};
+use super::conn::{inside_session, Common, Connection, Stats};
 use super::{Closed, Limits, Session};
 use crate::completion::{Completion, Status};
 use crate::driver;
@@ -385,8 +385,12 @@ impl Server {
     /// own.
     ///
     /// # Errors
-    /// `PortClosed` once the server has stopped.
+    /// `PortClosed` once the server has stopped; `InvalidInput` when called from inside a
+    /// session call (it could wait on that very connection).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<usize> {
+        if inside_session() {
+            return Err(Error::invalid("Server::poll (or run) called from inside a session call"));
+        }
         let mut batch = Vec::with_capacity(BATCH);
         let n = self.shared.common.port.next_completions(&mut batch, BATCH, timeout)?;
         for c in batch {
@@ -427,9 +431,13 @@ impl Server {
     /// works with or without other threads running the server. Calling it again returns the
     /// same summary.
     ///
-    /// Do not call it from inside a session (it waits for that session's connection to
-    /// close); call [`Server::begin_stop`] there.
+    /// Called from inside a session call, where waiting could wait for that very connection,
+    /// it only begins the stop ([`Server::begin_stop`]) and returns the summary so far.
     pub fn stop(&self, timeout: Duration) -> Summary {
+        if inside_session() {
+            self.begin_stop();
+            return self.summary();
+        }
         let mut done = lock(&self.shared.stopped);
         if let Some(summary) = done.as_ref() {
             return summary.clone();
@@ -459,8 +467,10 @@ impl Server {
     }
 
     /// Begins a graceful stop without waiting: stops accepting and asks every connection to
-    /// flush and close. The threads running the server finish it; [`Server::stop`] waits for
-    /// it and shuts the port down. Safe to call from a session.
+    /// flush and close. The threads running the server finish it: once the last connection is
+    /// gone the port is shut down and [`Server::run`] returns everywhere. [`Server::stop`]
+    /// waits for it, forces connections that take too long, and gives the summary. Safe to
+    /// call from a session.
     pub fn begin_stop(&self) {
         if self.shared.state.compare_exchange(RUNNING, STOPPING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return;
@@ -509,6 +519,7 @@ impl Server {
                 conn.on_close();
                 self.write_table().remove(c.token());
                 self.shared.common.stats.closed.fetch_add(1, Ordering::Relaxed);
+                self.finish_stop_if_done();
             }
             _ => {}
         }
@@ -527,9 +538,23 @@ impl Server {
     }
 
     fn on_accept(&self, c: Completion) {
-        if c.op() == Op::Accept {
-            self.accepted(c);
-            self.accept();
+        match c.op() {
+            Op::Accept => {
+                self.accepted(c);
+                self.accept();
+            }
+            // The listener closed: a stop began.
+            Op::Close => self.finish_stop_if_done(),
+            _ => {}
+        }
+    }
+
+    /// A stop that began ([`Server::begin_stop`]) is over once the last connection is gone:
+    /// shut the port down, which ends `run` in every thread even if nobody calls `stop`.
+    fn finish_stop_if_done(&self) {
+        if self.shared.state.load(Ordering::SeqCst) == STOPPING && self.connections() == 0 {
+            self.shared.state.store(STOPPED, Ordering::SeqCst);
+            self.shared.common.port.shutdown();
         }
     }
 
