@@ -317,20 +317,32 @@ impl Connection {
     /// left; close on its end of stream, an error, or the deadline.
     fn linger_read(&self, out: &mut Output, mut c: Completion) -> Option<Completion> {
         let until = out.linger_until?;
-        let now = Instant::now();
         match c.status() {
             Status::Cancelled => None,
-            Status::Ok if now < until => {
-                let limits = self.0.common.limits.load();
-                let _ = self.0.common.port.set_timeout(&self.0.isb, Some(until - now));
-                self.start_read(out, &limits, c.take_buffer())
-            }
+            Status::Ok if Instant::now() < until => self.linger_next(out, until, c.take_buffer()),
             _ => {
                 let why = out.ending.clone().unwrap_or(Closed::Local);
                 self.end_now(out, why);
                 None
             }
         }
+    }
+
+    /// Starts the next lingering read; once it is pending, the stream's deadline (which ends
+    /// only I/O pending when it fires) is set to `until`.
+    fn linger_next(&self, out: &mut Output, until: Instant, buf: Option<Vec<u8>>) -> Option<Completion> {
+        let limits = self.0.common.limits.load();
+        let next = self.start_read(out, &limits, buf);
+        if out.read_pending {
+            let now = Instant::now();
+            if now >= until {
+                let why = out.ending.clone().unwrap_or(Closed::Local);
+                self.end_now(out, why);
+            } else {
+                let _ = self.0.common.port.set_timeout(&self.0.isb, Some(until - now));
+            }
+        }
+        next
     }
 
     /// A write finished through the queue.
@@ -566,13 +578,15 @@ impl Connection {
             self.end_now(out, why);
             return;
         }
-        out.linger_until = Some(super::deadline_after(limits.linger));
-        let _ = self.0.common.port.set_timeout(&self.0.isb, Some(limits.linger));
+        let until = super::deadline_after(limits.linger);
+        out.linger_until = Some(until);
         if out.read_pending {
+            // The read in flight is the first lingering read.
+            let _ = self.0.common.port.set_timeout(&self.0.isb, Some(limits.linger));
             return;
         }
         let buf = out.read_buf.take();
-        let mut next = self.start_read(out, &limits, buf);
+        let mut next = self.linger_next(out, until, buf);
         while let Some(c) = next.take() {
             next = self.linger_read(out, c);
         }
