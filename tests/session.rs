@@ -1310,3 +1310,77 @@ fn stop_from_inside_a_session_begins_the_stop() {
     let summary = server.stop(Duration::from_secs(5));
     assert_eq!((summary.accepted, summary.closed, summary.forced), (1, 1, 0), "{summary:?}");
 }
+
+/// A session may pace itself: it leaves whole requests unconsumed once its output reaches the
+/// pause mark, and is called again with them (without new bytes) when the output has drained.
+#[test]
+fn a_pacing_session_is_fed_again_when_output_drains() {
+    paced(false);
+}
+
+/// The same when the peer ends its input right after the requests: the deferred ones are
+/// still answered before the connection closes.
+#[test]
+fn a_pacing_session_finishes_after_the_peer_ends_its_input() {
+    paced(true);
+}
+
+fn paced(half_close: bool) {
+    const REPLY: usize = 64 * KIB;
+    const REQUESTS: usize = 100;
+    const PAUSE: usize = 256 * KIB;
+    struct Paced;
+    impl Session for Paced {
+        fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+            let mut used = 0;
+            for _ in data {
+                if out.buffer().len() + out.connection().queued() >= PAUSE {
+                    break; // enough in flight: the rest waits in the tail
+                }
+                out.send(&[b'r'; REPLY]);
+                used += 1;
+            }
+            Ok(used)
+        }
+    }
+    let limits = Limits { pause_reading_at: PAUSE, max_outbox: 4 * PAUSE, ..Limits::default() };
+    let conn: Arc<Mutex<Option<Connection>>> = Arc::default();
+    let keep = conn.clone();
+    let server = Server::builder()
+        .limits(limits)
+        .bind("127.0.0.1:0".parse().unwrap(), move |c: &Connection| {
+            *keep.lock().unwrap() = Some(c.clone());
+            Box::new(Paced) as Box<dyn Session>
+        })
+        .unwrap();
+    let runner = {
+        let s = server.clone();
+        std::thread::spawn(move || s.run())
+    };
+    let mut s = client(server.local_addr());
+    // Every request in one write: no more bytes come after it.
+    s.write_all(&[b'q'; REQUESTS]).unwrap();
+    if half_close {
+        s.shutdown(Shutdown::Write).unwrap();
+        // Not reading yet: the kernel's buffers fill and output queues in the server, so the
+        // session defers requests after the peer has ended its input.
+        small_rcvbuf(util::raw(&s), 64 * KIB);
+        wait("output to queue in the server", || conn.lock().unwrap().as_ref().is_some_and(|c| c.queued() > 0));
+    }
+    let mut got = 0;
+    let mut buf = vec![0; 64 * KIB];
+    while got < REQUESTS * REPLY {
+        let n = s.read(&mut buf).expect("all replies arrive (no stall with requests left in the tail)");
+        assert!(n > 0, "closed after {got} bytes");
+        assert!(buf[..n].iter().all(|&b| b == b'r'));
+        got += n;
+    }
+    if half_close {
+        expect_eof(&mut s);
+    }
+    let summary = server.stop(Duration::from_secs(5));
+    assert_eq!(summary.bytes_out, REQUESTS * REPLY, "{summary:?}");
+    assert!(summary.peak_outbox <= PAUSE + REPLY, "{summary:?}");
+    assert_eq!(summary.limit_closes, 0, "{summary:?}");
+    runner.join().unwrap().unwrap();
+}

@@ -222,15 +222,15 @@ impl Connection {
             let mut input = lock(&self.0.input);
             let Input { session, stash, .. } = &mut *input;
             lock(&self.0.output).in_call = true;
-            let (result, close) = match session.as_mut() {
+            let call = match session.as_mut() {
                 Some(s) => {
                     let mut outbox = Outbox::new(stash, self);
-                    let r = in_session(|| s.opened(&mut outbox));
-                    (r, outbox.wants_close())
+                    let result = in_session(|| s.opened(&mut outbox));
+                    Call { result, close: outbox.wants_close(), progressed: false }
                 }
-                None => (Ok(()), false),
+                None => Call::idle(),
             };
-            self.after_call(&mut input, result, close, None)
+            self.after_call(&mut input, call, None)
         };
         if let Some(c) = next {
             self.on_read(c);
@@ -284,20 +284,19 @@ impl Connection {
                     let n = c.bytes();
                     add(&self.0.common.stats.bytes_in, n);
                     let buf = c.take_buffer().unwrap_or_default();
-                    let (result, close) =
-                        if n > 0 { self.feed(&mut input, &buf[..n.min(buf.len())]) } else { (Ok(()), false) };
+                    let call = if n > 0 { self.feed(&mut input, &buf[..n.min(buf.len())]) } else { Call::idle() };
                     if c.status() == Status::Eof {
                         // The peer closed its side: send what is queued, then close.
-                        if !close {
+                        if !call.close {
                             let mut out = lock(&self.0.output);
                             if !out.closed && out.ending.is_none() {
                                 out.ending = Some(Closed::Peer);
                             }
                         }
-                        self.after_call(&mut input, result, close, None);
+                        self.after_call(&mut input, call, None);
                         return;
                     }
-                    next = self.after_call(&mut input, result, close, Some(buf));
+                    next = self.after_call(&mut input, call, Some(buf));
                 }
                 Status::Cancelled => return,
                 Status::Abandoned => {
@@ -377,8 +376,8 @@ impl Connection {
             }
             self.start_read(&mut out, &limits, buf)
         } else {
-            let (result, close) = self.feed(&mut input, &[]);
-            self.after_call(&mut input, result, close, buf)
+            let call = self.feed(&mut input, &[]);
+            self.after_call(&mut input, call, buf)
         };
         drop(input);
         if let Some(c) = next {
@@ -420,12 +419,11 @@ impl Connection {
 
     // ---- inside ----
 
-    /// Runs the session on its tail plus `new`; returns its verdict and whether it asked to
-    /// close.
-    fn feed(&self, input: &mut Input, new: &[u8]) -> (Result<()>, bool) {
+    /// Runs the session on its tail plus `new`.
+    fn feed(&self, input: &mut Input, new: &[u8]) -> Call {
         let Input { session, tail, stash, .. } = input;
         let Some(session) = session.as_mut() else {
-            return (Ok(()), false);
+            return Call::idle();
         };
         let from_tail = !tail.is_empty();
         if from_tail {
@@ -436,8 +434,10 @@ impl Connection {
         let mut outbox = Outbox::new(stash, self);
         let got = in_session(|| session.receive(data, &mut outbox));
         let close = outbox.wants_close();
+        let mut progressed = false;
         let result = match got {
             Ok(used) if used <= data.len() => {
+                progressed = used > 0;
                 if from_tail {
                     tail.drain(..used);
                     if tail.is_empty() && tail.capacity() > SPARE_KEEP {
@@ -455,58 +455,74 @@ impl Connection {
             ))),
             Err(e) => Err(e),
         };
-        (result, close)
+        Call { result, close, progressed }
     }
 
     /// After a session call: act on its verdict, queue its output, start the next read if
     /// one is wanted. Returns the read's completion if it finished at once.
-    fn after_call(
-        &self,
-        input: &mut Input,
-        result: Result<()>,
-        close: bool,
-        read_buf: Option<Vec<u8>>,
-    ) -> Option<Completion> {
-        let limits = self.0.common.limits.load();
-        let mut out = lock(&self.0.output);
-        out.in_call = false;
-        if out.closed {
-            return None;
+    ///
+    /// A session that consumed something but left bytes may be pacing itself (whole requests
+    /// left for later because its output is high): while its output is below the pause mark,
+    /// or the peer has ended its input, it is called again with the rest, as long as each
+    /// call consumes something.
+    fn after_call(&self, input: &mut Input, mut call: Call, read_buf: Option<Vec<u8>>) -> Option<Completion> {
+        loop {
+            let limits = self.0.common.limits.load();
+            let mut out = lock(&self.0.output);
+            // While the session may be called again, its connection must not close on an empty
+            // queue (`in_call` stays set through the flush below).
+            let may_refeed = call.progressed && !input.tail.is_empty();
+            out.in_call = may_refeed;
+            if out.closed {
+                return None;
+            }
+            if let Err(e) = call.result {
+                input.stash.clear();
+                self.end_now(&mut out, Closed::Error(e));
+                return None;
+            }
+            if input.tail.len() > limits.max_input {
+                let e = Error::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "connection {}: {} bytes of input not consumed, more than the limit of {}",
+                        self.0.id,
+                        input.tail.len(),
+                        limits.max_input
+                    ),
+                );
+                self.end_now(&mut out, Closed::Error(e));
+                return None;
+            }
+            if !input.stash.is_empty() && !self.enqueue(&mut out, &mut input.stash, &limits) {
+                return None;
+            }
+            if call.close && out.ending.is_none() {
+                out.ending = Some(Closed::Local);
+            }
+            self.flush(&mut out);
+            if may_refeed && !out.closed {
+                let peer_done = out.ending == Some(Closed::Peer);
+                let room = out.ending.is_none() && out.queued() < limits.pause_reading_at;
+                if peer_done || room {
+                    drop(out);
+                    call = self.feed(input, &[]);
+                    continue;
+                }
+                // Not now: let an ending connection close once its queue is empty.
+                out.in_call = false;
+                self.flush(&mut out);
+            }
+            if out.closed || out.ending.is_some() {
+                return None;
+            }
+            if out.queued() >= limits.pause_reading_at {
+                out.paused = true;
+                out.read_buf = read_buf;
+                return None;
+            }
+            return self.start_read(&mut out, &limits, read_buf);
         }
-        if let Err(e) = result {
-            input.stash.clear();
-            self.end_now(&mut out, Closed::Error(e));
-            return None;
-        }
-        if input.tail.len() > limits.max_input {
-            let e = Error::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "connection {}: {} bytes of input not consumed, more than the limit of {}",
-                    self.0.id,
-                    input.tail.len(),
-                    limits.max_input
-                ),
-            );
-            self.end_now(&mut out, Closed::Error(e));
-            return None;
-        }
-        if !input.stash.is_empty() && !self.enqueue(&mut out, &mut input.stash, &limits) {
-            return None;
-        }
-        if close && out.ending.is_none() {
-            out.ending = Some(Closed::Local);
-        }
-        self.flush(&mut out);
-        if out.closed || out.ending.is_some() {
-            return None;
-        }
-        if out.queued() >= limits.pause_reading_at {
-            out.paused = true;
-            out.read_buf = read_buf;
-            return None;
-        }
-        self.start_read(&mut out, &limits, read_buf)
     }
 
     /// Moves `data` to the end of the queue; false (and the connection closed) if that passes
@@ -677,6 +693,22 @@ fn in_session<T>(call: impl FnOnce() -> T) -> T {
 /// `poll`) could wait for the very connection whose session is running.
 pub(crate) fn inside_session() -> bool {
     IN_SESSION.with(|f| f.get())
+}
+
+/// What a session call came to.
+struct Call {
+    result: Result<()>,
+    /// The session asked to close after its output.
+    close: bool,
+    /// The session consumed some input.
+    progressed: bool,
+}
+
+impl Call {
+    /// No call was made (no session, or no bytes).
+    fn idle() -> Call {
+        Call { result: Ok(()), close: false, progressed: false }
+    }
 }
 
 fn over_limit(id: u64, max: usize) -> Error {

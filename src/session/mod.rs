@@ -70,6 +70,13 @@ pub trait Session: Send + 'static {
     /// the rest comes back, prefixed, with the next bytes. There is no need to loop: the server
     /// calls again only when more bytes arrive.
     ///
+    /// A session may pace itself: once its output (what it queued in this call plus
+    /// [`Connection::queued`]) reaches [`Limits::pause_reading_at`], it may leave whole
+    /// messages unconsumed; it is called again with them, without new bytes, as soon as the
+    /// output has room (at once if the writes finished, else when it has drained to half the
+    /// mark). Whenever a call consumes something and leaves bytes while the output has room,
+    /// or after the peer ended its input, the session is called again at once with the rest.
+    ///
     /// To end the connection after the replies are sent, call [`Outbox::close`] (the way to
     /// report a protocol error to the peer: queue the error reply, then close).
     ///
