@@ -34,6 +34,11 @@ const STOPPING: u8 = 1;
 /// Every connection is gone and the port is shut down.
 const STOPPED: u8 = 2;
 
+thread_local! {
+    /// Each thread's buffer for a batch of completions in [`Server::poll`].
+    static BATCH_BUF: std::cell::Cell<Vec<Completion>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Makes the session of each new connection.
 type Factory = dyn Fn(&Connection) -> Box<dyn Session> + Send + Sync;
 
@@ -391,12 +396,15 @@ impl Server {
         if inside_session() {
             return Err(Error::invalid("Server::poll (or run) called from inside a session call"));
         }
-        let mut batch = Vec::with_capacity(BATCH);
-        let n = self.shared.common.port.next_completions(&mut batch, BATCH, timeout)?;
-        for c in batch {
+        // The batch buffer is the thread's own, reused from call to call (taken out while in
+        // use, so a nested call on this thread would just allocate its own).
+        let mut batch = BATCH_BUF.with(|b| b.take());
+        let got = self.shared.common.port.next_completions(&mut batch, BATCH, timeout);
+        for c in batch.drain(..) {
             self.handle(c);
         }
-        Ok(n)
+        BATCH_BUF.with(|b| b.set(batch));
+        got
     }
 
     /// Places `loops` loops (at least one) on `pool` that handle completions until the server
