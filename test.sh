@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Every test of cport: unit, integration and doc tests, then the loom models and the check
-# that each model catches the bug planted for it.
+# that each model catches the bug planted for it. Installs what the tests need on a fresh
+# Debian machine (redis-tools: redis-cli and redis-benchmark drive the RESP server example).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "==> installing redis-tools (the RESP server tests drive it with redis-cli, redis-benchmark)"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-tools >/dev/null
+fi
+
 cargo test --workspace
 loom-tests/run.sh
