@@ -775,6 +775,51 @@ fn outbox_close_with_unread_input_still_delivers() {
     running.stop(Duration::from_secs(5));
 }
 
+/// The server's end of the connection to `peer`: `None` once closed, else whether its sending
+/// side is shut down (TCP state FIN_WAIT1 or FIN_WAIT2).
+fn server_end_shut(peer: SocketAddr) -> Option<bool> {
+    let fd = socket_with_peer(peer)?;
+    // SAFETY: all-zero bytes are a valid tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`; a stale fd just fails.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    };
+    const FIN_WAIT1: u8 = 4;
+    const FIN_WAIT2: u8 = 5;
+    Some(r == 0 && matches!(info.tcpi_state, FIN_WAIT1 | FIN_WAIT2))
+}
+
+/// The session replies and closes while nothing is unread, and the client's next request
+/// arrives only after that decision, with most of the reply still in the server's send queue.
+/// The server must not have closed its socket: input arriving at a closed socket is answered
+/// with a reset, which destroys the reply still queued. It lingers instead: its sending side is
+/// shut down, and what still comes is read and dropped until the client closes.
+#[test]
+fn a_request_arriving_after_a_graceful_close_does_not_reset_the_reply() {
+    const SIZE: usize = MIB;
+    let probe = Arc::new(Probe::default());
+    let running = Running::start(Limits::default(), 1, factory(&probe, bulk(SIZE, true)));
+    let mut s = client(running.addr());
+    small_rcvbuf(util::raw(&s), 64 * KIB);
+    let peer = peer_of(&s);
+    s.write_all(b"x").unwrap();
+    let conn = probe.conn(peer);
+    // The whole reply is handed to the kernel and the server has decided how to close:
+    // closed the socket (nothing of it left in this process) or shut its sending side.
+    wait("the server to close or shut its sending side", || {
+        !conn.is_open() && conn.queued() == 0 && server_end_shut(peer) != Some(false)
+    });
+    s.write_all(b"a late request\n").unwrap();
+    let got = read_pattern(&mut s, BULK_SEED, SIZE, 64 * KIB, Duration::ZERO);
+    assert_eq!(got, SIZE, "the reply was cut short after {got} of {SIZE} bytes");
+    expect_eof(&mut s);
+    drop(s);
+    assert_eq!(probe.wait_closed(peer), Closed::Local);
+    running.stop(Duration::from_secs(5));
+}
+
 #[test]
 fn graceful_stop_flushes_pending_output() {
     const SIZE: usize = 8 * MIB;

@@ -94,6 +94,8 @@ struct Output {
     linger_until: Option<Instant>,
     /// Input arrived after the connection began to end and was dropped unread.
     dropped_input: bool,
+    /// A read saw the peer's end of stream: it will send nothing more.
+    peer_ended: bool,
 }
 
 impl Output {
@@ -155,6 +157,7 @@ impl Connection {
                 read_pending: false,
                 linger_until: None,
                 dropped_input: false,
+                peer_ended: false,
             }),
         }))
     }
@@ -287,12 +290,12 @@ impl Connection {
                     let call = if n > 0 { self.feed(&mut input, &buf[..n.min(buf.len())]) } else { Call::idle() };
                     if c.status() == Status::Eof {
                         // The peer closed its side: send what is queued, then close.
-                        if !call.close {
-                            let mut out = lock(&self.0.output);
-                            if !out.closed && out.ending.is_none() {
-                                out.ending = Some(Closed::Peer);
-                            }
+                        let mut out = lock(&self.0.output);
+                        out.peer_ended = true;
+                        if !call.close && !out.closed && out.ending.is_none() {
+                            out.ending = Some(Closed::Peer);
                         }
+                        drop(out);
                         self.after_call(&mut input, call, None);
                         return;
                     }
@@ -578,10 +581,12 @@ impl Connection {
     }
 
     /// Everything is sent and the connection is ending: close it. A graceful close (the
-    /// session's or a stop) of a connection with input left unread lingers first: shut the
-    /// write side down and read until the peer closes, bounded by [`Limits::linger`], because
-    /// closing a socket with unread input makes the kernel reset the connection, destroying
-    /// replies the peer has not read yet.
+    /// session's or a stop) lingers first unless the peer has ended its input and nothing of
+    /// it is unread: shut the write side down and read until the peer closes, bounded by
+    /// [`Limits::linger`], because closing a socket with unread input, or input that arrives
+    /// after the close, makes the kernel reset the connection, destroying replies the peer has
+    /// not read yet. A peer that has not ended its input may send more at any moment, so an
+    /// empty receive queue now proves nothing.
     fn finish(&self, out: &mut Output, why: Closed) {
         if out.linger_until.is_some() {
             return;
@@ -589,6 +594,7 @@ impl Connection {
         let limits = self.0.common.limits.load();
         let graceful = matches!(why, Closed::Local | Closed::Stopped);
         let unread = out.dropped_input
+            || !out.peer_ended
             || self.0.isb.fd().is_some_and(|fd| crate::sys::socket::bytes_readable(fd).map_or(true, |n| n > 0));
         if !graceful || !unread || limits.linger.is_zero() || self.0.common.port.shutdown_write(&self.0.isb).is_err() {
             self.end_now(out, why);

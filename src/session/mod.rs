@@ -169,10 +169,12 @@ pub struct Limits {
     /// in [`Summary::refused`] (default 100,000).
     pub max_connections: usize,
     /// How long a connection that closes gracefully ([`Closed::Local`], [`Closed::Stopped`])
-    /// with input left unread lingers after its last byte was sent (default 2 s): its write
-    /// side is shut down and what the peer still sends is read and dropped until the peer
-    /// closes, so the kernel does not reset the connection and destroy replies the peer has
-    /// not read yet. A connection with nothing unread closes at once. Zero: never linger.
+    /// lingers after its last byte was sent (default 2 s): its write side is shut down and
+    /// what the peer still sends is read and dropped until the peer closes, so the kernel
+    /// does not reset the connection and destroy replies the peer has not read yet (a socket
+    /// closed with unread input, or receiving input after its close, answers with a reset). A
+    /// connection whose peer has already ended its input, with nothing of it unread, closes at
+    /// once. Zero: never linger.
     pub linger: Duration,
 }
 
