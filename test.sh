@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test of cport: unit, integration and doc tests, then the loom models and the check
-# that each model catches the bug planted for it. Installs what the tests need on a fresh
+# Every test of cport: unit, integration and doc tests (the storm included), the check that the
+# storm catches the bugs planted for it, then the loom models and the check that each model
+# catches the bug planted for it. Installs what the tests need on a fresh
 # Debian machine (redis-tools: redis-cli and redis-benchmark drive the RESP server example).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,4 +15,5 @@ if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null;
 fi
 
 cargo test --workspace
+tests/check-storm-plant.sh
 loom-tests/run.sh

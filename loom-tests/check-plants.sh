@@ -19,6 +19,8 @@ plants=(
     "post_unguarded post_races_shutdown"
     "poller_counts_late polling_waiters_race_post_and_wakeup"
     "no_hand_on spinner_hands_on_the_rest"
+    "connect_unchecked connect_races_shutdown"
+    "close_unchecked close_races_shutdown"
 )
 
 logs="${CARGO_TARGET_DIR}/planted"

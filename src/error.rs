@@ -35,7 +35,8 @@ pub enum ErrorKind {
     /// A configured limit was reached: a connection's queued output or unconsumed input
     /// (see [`session::Limits`](crate::session::Limits)).
     LimitExceeded,
-    /// The operating system reported an error.
+    /// The operating system reported an error (other than the kinds above: an OS `EINVAL`
+    /// is `InvalidInput`, a reset `Abandoned`, `ETIMEDOUT` `TimedOut`).
     Os(io::ErrorKind),
 }
 
@@ -55,12 +56,19 @@ impl Error {
     }
 
     /// An error from an `io::Error`, with `context` saying what was being done.
+    ///
+    /// A reset or broken connection becomes [`ErrorKind::Abandoned`], a timeout
+    /// [`ErrorKind::TimedOut`], and an invalid argument (`io::ErrorKind::InvalidInput`, `EINVAL`,
+    /// or a name too long) [`ErrorKind::InvalidInput`], so that bad input has one kind whether
+    /// cport or the OS noticed it. Anything else is [`ErrorKind::Os`].
     pub fn from_io(err: &io::Error, context: impl fmt::Display) -> Error {
         let kind = match err.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
                 ErrorKind::Abandoned
             }
             io::ErrorKind::TimedOut => ErrorKind::TimedOut,
+            io::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+            _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => ErrorKind::InvalidInput,
             k => ErrorKind::Os(k),
         };
         Error { kind, message: format!("{context}: {err}").into(), os: err.raw_os_error() }

@@ -44,6 +44,33 @@
 //! assert_eq!(&back, b"ping");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Shutdown
+//!
+//! [`Port::shutdown`] (or dropping the last handle) ends a port in this order: new work is
+//! refused, every pending I/O completes as `Cancelled`, the waiters drain what is queued, and
+//! then [`Port::next_completion`] returns `PortClosed`. No completion is ever queued after a
+//! waiter has seen `PortClosed`, so a loop that stops on `PortClosed` has seen the last
+//! completion of every I/O that was started. From the moment shutdown begins, each call does
+//! this:
+//!
+//! | call | once shutdown has begun |
+//! | --- | --- |
+//! | `start_io`, `start_io_inline`, `read`, `write`, `accept` | `PortClosed`; the request comes back in the `StartError` |
+//! | `assign`, `assign_boxed` | `PortClosed`; the driver is dropped (its fd closes) |
+//! | `connect`, `connect_unix`, `connect_in_range` | `PortClosed`, also when shutdown begins during the call; the socket is closed |
+//! | `post` | `PortClosed`; nothing is queued |
+//! | `close` | `PortClosed`; the stream stays assigned (its Close completion would come after `PortClosed`) |
+//! | `set_timeout` | `PortClosed` (nothing is left to time out) |
+//! | `cancel` | works: returns 0 once shutdown has cancelled the stream's I/O |
+//! | `deassign` | works: releases the stream and closes its fd, queueing nothing |
+//! | `shutdown_write`, `inc_ref`/`dec_ref` | work as before |
+//! | `wakeup`, `shutdown` | nothing more happens: waiters that find the queue empty return `PortClosed` |
+//! | `next_completion` and friends | the completions still queued, then `PortClosed` every time |
+//!
+//! A call racing `shutdown` either happens before it (its completion is queued before
+//! `PortClosed`) or is refused: every check of the port's state is made under the lock that
+//! shutdown's cancel pass takes (ARCHITECTURE.md, "Shutdown").
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 

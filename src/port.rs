@@ -257,16 +257,9 @@ impl Port {
     /// As [`Port::assign`].
     pub fn assign_boxed(&self, mut driver: Box<dyn Driver>, token: u64) -> Result<Isb> {
         let name = driver.name();
-        driver.attach().map_err(|e| {
-            let context = format!("assign {name} {token}");
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                // The driver refuses the fd (not a socket, the wrong kind of socket): that is
-                // bad input, not an OS failure.
-                Error::new(ErrorKind::InvalidInput, format!("{context}: {e}"))
-            } else {
-                Error::from_io(&e, context)
-            }
-        })?;
+        // A driver refusing the fd (not a socket, the wrong kind) says `InvalidInput`, which
+        // `from_io` keeps as bad input rather than an OS failure.
+        driver.attach().map_err(|e| Error::from_io(&e, format!("assign {name} {token}")))?;
         let fd = driver.fd();
         if fd < 0 {
             return Err(Error::invalid(format!("assign {name} {token}: the driver has no fd ({fd})")));
@@ -275,6 +268,8 @@ impl Port {
         let stream = {
             let mut slab = write_slab(&self.shared.streams);
             if self.shared.state.load(Ordering::SeqCst) != OPEN {
+                drop(slab);
+                driver.detach();
                 return Err(Error::closed());
             }
             let t = slab.insert_with(|t| Arc::new(Stream::new(key, t, token, driver)));
@@ -303,7 +298,8 @@ impl Port {
     /// `Os(ConnectionRefused)`.
     ///
     /// # Errors
-    /// `Os` if no socket can be created; `PortClosed` after shutdown.
+    /// `Os` if no socket can be created; `PortClosed` once shutdown has begun (also when it
+    /// begins during the call: the socket is closed and nothing is queued).
     pub fn connect(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
         let c = socket::connect_tcp(addr).map_err(|e| Error::from_io(&e, format!("connect to {addr}")))?;
         self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
@@ -328,7 +324,8 @@ impl Port {
     ///
     /// # Errors
     /// `Os(AddrInUse)`, with a message naming the range, when every port of `range` is in use;
-    /// `Os` for any other failure to create or bind the socket; `PortClosed` after shutdown.
+    /// `Os` for any other failure to create or bind the socket; `PortClosed` as for
+    /// [`Port::connect`].
     pub fn connect_in_range(&self, addr: SocketAddr, range: &crate::net::PortRange, token: u64) -> Result<Isb> {
         let c = socket::connect_tcp_from(addr, range.first(), range.last())
             .map_err(|e| Error::from_io(&e, format!("connect to {addr} from a local port in {range}")))?;
@@ -349,6 +346,19 @@ impl Port {
         let isb = self.assign_boxed(wrap(fd), token)?;
         let stream = &isb.stream;
         let mut inner = stream.lock();
+        #[cfg(loom)]
+        let check = !crate::sync::planted("connect_unchecked");
+        #[cfg(not(loom))]
+        let check = true;
+        // Planted bug `connect_unchecked`: start the connect without looking at the state again.
+        if check && self.shared.state.load(Ordering::SeqCst) != OPEN {
+            // Shutdown began after the assign, and its cancel pass may be past this stream: a
+            // connect started now could complete after `PortClosed`. Refuse it as `assign`
+            // would have (see ARCHITECTURE.md, "Shutdown", step 1); nobody has the ISB yet.
+            drop(inner);
+            let _ = self.shared.release(stream, false);
+            return Err(Error::closed());
+        }
         if !stream.begin(Side::Write, &inner) {
             return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
         }
@@ -486,6 +496,10 @@ impl Port {
     /// one completion, with status `Cancelled`; an I/O that had already finished keeps its
     /// own completion. Returns how many I/Os were cancelled.
     ///
+    /// After [`Port::shutdown`] it still works and returns 0: shutdown cancelled everything
+    /// (or, while it runs, whichever of the two gets the stream first ends the I/O, and its
+    /// completion still comes before `PortClosed`).
+    ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one.
     pub fn cancel(&self, isb: &Isb) -> Result<usize> {
@@ -515,7 +529,8 @@ impl Port {
     /// `None` clears the deadline. The deadline fires once; set it again for the next I/O.
     ///
     /// # Errors
-    /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one.
+    /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one,
+    /// `PortClosed` once shutdown has begun (nothing is left to time out).
     pub fn set_timeout(&self, isb: &Isb, after: Option<Duration>) -> Result<()> {
         let stream = self.own(isb, Op::Read)?;
         let mut inner = stream.lock();
@@ -523,6 +538,12 @@ impl Port {
             return Err(Error::new(
                 ErrorKind::NotAssigned,
                 format!("set_timeout on stream {}: not assigned", stream.user_token),
+            ));
+        }
+        if self.shared.state.load(Ordering::SeqCst) != OPEN {
+            return Err(Error::new(
+                ErrorKind::PortClosed,
+                format!("set_timeout on stream {}: the port was shut down", stream.user_token),
             ));
         }
         if let Some((id, _)) = inner.deadline.take() {
@@ -540,7 +561,8 @@ impl Port {
     /// Detaches the stream: its pending I/O completes as `Cancelled` (buffers come back),
     /// then the driver is detached and dropped (closing the fd) and the ISB becomes invalid.
     /// No completion of the stream is queued after this returns, even if the fd number is
-    /// reused at once by a new stream.
+    /// reused at once by a new stream. It works after [`Port::shutdown`] too: that is how a
+    /// stream is released before the last handle goes (it queues nothing then).
     ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` if already deassigned.
@@ -579,6 +601,8 @@ impl Port {
     ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` if already closed.
+    /// `PortClosed` once shutdown has begun: its completion would come after `PortClosed`, so
+    /// nothing is done; [`Port::deassign`] (or dropping the last handle) releases the stream.
     pub fn close(&self, isb: &Isb) -> Result<()> {
         let stream = self.own(isb, Op::Close)?;
         self.shared.release(stream, true)
@@ -749,8 +773,10 @@ impl Port {
 
     /// Shuts the port down: new I/O, assigns and posts are refused with `PortClosed`, every
     /// pending I/O completes as `Cancelled`, and waiters drain the queued completions; after
-    /// the last one, `next_completion` returns `PortClosed`. Streams stay assigned until
-    /// deassigned or the last handle is dropped. Calling it again does nothing.
+    /// the last one, `next_completion` returns `PortClosed`, and no completion is ever queued
+    /// after that. Streams stay assigned until deassigned or the last handle is dropped.
+    /// Calling it again does nothing. What every call does from then on is listed in one
+    /// table in the crate docs ("Shutdown").
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
@@ -1002,6 +1028,11 @@ impl Shared {
         }
         let err = err.map(|e| Error::from_io(&e, format!("{op} on {}", stream.describe(inner))));
         let c = isb::completion(Isb { stream: stream.clone() }, op, p, status, err);
+        #[cfg(cport_plant)]
+        if status == Status::Cancelled && side == Side::Write && crate::sync::planted("lost_cancel") {
+            // Planted bug (for the storm): a cancelled write's completion, and its buffer, vanish.
+            return;
+        }
         self.deliver(c, how);
     }
 
@@ -1051,6 +1082,24 @@ impl Shared {
             ));
         };
         #[cfg(loom)]
+        let check = !crate::sync::planted("close_unchecked");
+        #[cfg(not(loom))]
+        let check = true;
+        // Planted bug `close_unchecked`: queue the Close completion whatever the state.
+        if check && close && self.state.load(Ordering::SeqCst) != OPEN {
+            // The Close completion would come after `PortClosed` (or race it): refuse, as
+            // every call that would queue a completion of its own is refused after shutdown.
+            // Checked under the stream lock, so a close that saw OPEN queues before shutdown's
+            // cancel pass reaches this stream (ARCHITECTURE.md, "Shutdown", step 1).
+            return Err(Error::new(
+                ErrorKind::PortClosed,
+                format!(
+                    "close on stream {}: the port was shut down (deassign releases the stream without a completion)",
+                    stream.user_token
+                ),
+            ));
+        }
+        #[cfg(any(loom, cport_plant))]
         if close && crate::sync::planted("close_before_cancel") {
             // Planted bug: the Close completion goes out before the cancellations.
             self.push(Completion::new(stream.user_token, Some(Isb { stream: stream.clone() }), Op::Close, Status::Ok));

@@ -37,10 +37,11 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
 
-/// Whether the bug named `name` is planted in this run (loom builds only): the models in
-/// `loom-tests/` must catch each one. Selected at run time by `CPORT_PLANT=name`, so one build
-/// serves every plant; production builds contain no planted code at all.
-#[cfg(loom)]
+/// Whether the bug named `name` is planted in this run (loom builds, and `cfg(cport_plant)`
+/// builds for the storm test): the loom models in `loom-tests/` and the storm in
+/// `tests/storm.rs` must catch each one. Selected at run time by `CPORT_PLANT=name`, so one
+/// build serves every plant; production builds contain no planted code at all.
+#[cfg(any(loom, cport_plant))]
 pub(crate) fn planted(name: &str) -> bool {
     std::env::var("CPORT_PLANT").is_ok_and(|v| v == name)
 }

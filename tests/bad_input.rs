@@ -350,3 +350,27 @@ fn bad_input_never_loses_another_streams_completion() {
     assert_quiet(&port, Duration::from_millis(30));
     assert!(other.try_next_completion().unwrap().is_none());
 }
+
+#[test]
+fn connect_unix_to_a_path_no_socket_can_have_is_invalid_input() {
+    let port = port();
+    let long = "x".repeat(200);
+    for (path, why) in [("", "empty"), ("a\0b", "a NUL byte"), (long.as_str(), "too long for sun_path")] {
+        let e = port.connect_unix(path, 1).expect_err(why);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{why}: {e}");
+        assert!(e.message().contains("connect to"), "{why}: {e}");
+    }
+    assert_eq!(port.streams(), 0, "a refused connect assigns nothing");
+}
+
+#[test]
+fn an_os_einval_is_invalid_input_and_keeps_its_errno() {
+    let e = Error::from_io(&std::io::Error::from_raw_os_error(libc::EINVAL), "bind");
+    assert_eq!((e.kind(), e.raw_os_error()), (ErrorKind::InvalidInput, Some(libc::EINVAL)));
+    let e = Error::from_io(&std::io::Error::from_raw_os_error(libc::ENAMETOOLONG), "bind");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    // std's own refusals of bad input, such as a Unix socket path too long for sun_path.
+    let long = std::env::temp_dir().join("y".repeat(200));
+    let io = std::os::unix::net::UnixListener::bind(&long).unwrap_err();
+    assert_eq!(Error::from_io(&io, "bind").kind(), ErrorKind::InvalidInput, "{io}");
+}

@@ -311,3 +311,60 @@ fn spinner_hands_on_the_rest() {
         assert_eq!(got, vec![Some(1), Some(2)], "each waiter gets one completion");
     });
 }
+
+/// Model 10: `connect` racing `shutdown` while this thread drains. A connect that returned an
+/// ISB has its one completion before `PortClosed`; one that lost the race is refused with
+/// `PortClosed`. (The connect fails at once, deterministically: nothing listens at the path.)
+/// Plant `connect_unchecked`: the connect is started without looking at the port's state
+/// again after its stream was assigned, so shutdown's cancel pass can miss it.
+#[test]
+fn connect_races_shutdown() {
+    model("connect_races_shutdown", || {
+        let port = Port::builder().threads(0).build().unwrap();
+        let p = port.clone();
+        let connector = thread::spawn(move || match p.connect_unix("/nonexistent/cport-loom.sock", 5) {
+            Ok(isb) => Some(isb),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::PortClosed);
+                None
+            }
+        });
+        let done = drain(&port);
+        let isb = connector.join().unwrap();
+        let got: Vec<(u64, Op)> = done.iter().map(|c| (c.token(), c.op())).collect();
+        match isb {
+            Some(_) => assert_eq!(got, vec![(5, Op::Connect)], "a started connect completes before PortClosed"),
+            None => assert_eq!(got, vec![], "a refused connect queues nothing"),
+        }
+    });
+}
+
+/// Model 11: `close` racing `shutdown` while this thread drains, with a read pending. The read
+/// is cancelled once; a close that returned `Ok` has its Close completion, after the read's,
+/// before `PortClosed`; a refused close (`PortClosed`) queues nothing. Plant
+/// `close_unchecked`: close queues its completion whatever the port's state.
+#[test]
+fn close_races_shutdown() {
+    model("close_races_shutdown", || {
+        let port = port();
+        let (drv, _peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+        let p = port.clone();
+        let closer = thread::spawn(move || match p.close(&isb) {
+            Ok(()) => true,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::PortClosed);
+                false
+            }
+        });
+        let done = drain(&port);
+        let closed = closer.join().unwrap();
+        let got: Vec<(Op, Status)> = done.iter().map(|c| (c.op(), c.status())).collect();
+        let mut want = vec![(Op::Read, Status::Cancelled)];
+        if closed {
+            want.push((Op::Close, Status::Ok));
+        }
+        assert_eq!(got, want, "closed: {closed}; every completion before PortClosed, Close last");
+    });
+}
