@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
 # A model that cannot fail proves nothing: plant each bug (CPORT_PLANT=name, compiled only in
-# loom builds) and check that its model fails. Exits non-zero if any planted bug goes uncaught.
-# Run through loom-tests/run.sh, which sets RUSTFLAGS and the target directory.
+# loom builds) and check that its model fails, and fails for the reason the plant must cause:
+# the model's own assertion message, or loom's deadlock report. A model that passes, fails to
+# build, or fails in another way (a panic inside the library, another assertion) is "missed".
+# Exits non-zero if any planted bug is missed. Run through loom-tests/run.sh, which sets
+# RUSTFLAGS and the target directory.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${RUSTFLAGS:?run loom-tests/run.sh instead}"
 
-# plant name -> the model that must catch it
+# plant | the model that must catch it | what its first panic must say
 plants=(
-    "cancel_toctou cancel_races_completion"
-    "timer_unlocked timeout_races_completion_and_cancel"
-    "close_before_cancel close_races_readiness"
-    "no_generation reused_slot_gets_no_stale_event"
-    "lost_wakeup waiters_race_worker_and_wakeup"
-    "closed_before_cancel last_dec_ref_races_worker_and_waiter"
-    "join_before_stop last_dec_ref_races_worker_and_waiter"
-    "racy_refcount concurrent_inc_ref_dec_ref"
-    "post_unguarded post_races_shutdown"
-    "poller_counts_late polling_waiters_race_post_and_wakeup"
-    "no_hand_on spinner_hands_on_the_rest"
-    "connect_unchecked connect_races_shutdown"
-    "close_unchecked close_races_shutdown"
+    "cancel_toctou|cancel_races_completion|cancel's answer agrees with the completion"
+    "timeout_keeps_io|timeout_races_completion_and_cancel|one started read, one completion"
+    "close_before_cancel|close_races_readiness|the read ends before the close"
+    "no_generation|reused_slot_gets_no_stale_event|the new stream saw a stale event"
+    "lost_wakeup|waiters_race_worker_and_wakeup|deadlock"
+    "closed_before_cancel|last_dec_ref_races_worker_and_waiter|the read's completion is drained before PortClosed"
+    "join_before_stop|last_dec_ref_races_worker_and_waiter|deadlock"
+    "racy_refcount|concurrent_inc_ref_dec_ref|torn down exactly once"
+    "post_unguarded|post_races_shutdown|a post that returned Ok is delivered once before PortClosed"
+    "poller_counts_late|polling_waiters_race_post_and_wakeup|deadlock"
+    "no_hand_on|spinner_hands_on_the_rest|deadlock"
+    "connect_unchecked|connect_races_shutdown|a started connect completes before PortClosed"
+    "close_unchecked|close_races_shutdown|every completion before PortClosed, Close last"
 )
 
 logs="${CARGO_TARGET_DIR}/planted"
@@ -28,16 +31,22 @@ mkdir -p "$logs"
 caught=0
 missed=0
 for entry in "${plants[@]}"; do
-    read -r plant test <<< "$entry"
+    IFS='|' read -r plant test reason <<< "$entry"
     log="$logs/$plant.log"
     if CPORT_PLANT="$plant" cargo test -q -p cport-loom-tests --release --test models -- --exact "$test" \
         > "$log" 2>&1; then
         echo "MISSED  $plant: $test passed with the bug planted"
         missed=$((missed + 1))
-    else
-        why=$(grep -m1 -oE "deadlock" "$log" || grep -m1 -oE "panicked at [^ ]+" "$log")
-        echo "caught  $plant by $test (${why:-failed})"
+        continue
+    fi
+    # The first panic: its location line and the message after it.
+    first=$(grep -m1 -A1 "panicked at" "$log" | tr '\n' ' ')
+    if [[ "$first" == *"$reason"* ]]; then
+        echo "caught  $plant by $test: $reason"
         caught=$((caught + 1))
+    else
+        echo "MISSED  $plant: $test failed, but not with \"$reason\": ${first:-no panic (log: $log)}"
+        missed=$((missed + 1))
     fi
 done
 echo "planted bugs: $caught caught, $missed missed (logs in $logs/)"

@@ -506,14 +506,12 @@ impl Port {
         let stream = self.own(isb, Op::Read)?;
         #[cfg(loom)]
         if crate::sync::planted("cancel_toctou") {
-            // Planted bug: decide what to cancel from the side states before taking the lock.
-            let busy: Vec<Side> =
-                [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).collect();
+            // Planted bug: count what to cancel from the side states before taking the lock; by
+            // the time the lock is held the count may be stale (an I/O finished meanwhile).
+            let busy = [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).count();
             let mut inner = stream.lock();
-            for side in &busy {
-                self.shared.finish(stream, &mut inner, *side, Status::Cancelled, None, &mut Deliver::Queue);
-            }
-            return Ok(busy.len());
+            self.shared.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
+            return Ok(busy);
         }
         let mut inner = stream.lock();
         if inner.driver.is_none() {
@@ -787,10 +785,10 @@ impl Port {
         self.shared.selector.kernel()
     }
 
-    /// Number of threads parked in `next_completion` right now (on a port without workers,
-    /// threads waiting in epoll are not counted).
+    /// Number of threads waiting in `next_completion` right now: parked, or, on a port
+    /// without workers, waiting in epoll for I/O (counted from just before their wait).
     pub fn waiters(&self) -> usize {
-        self.shared.sleep.sleepers()
+        self.shared.sleep.sleepers() + self.shared.pollers.load(Ordering::SeqCst)
     }
 
     /// Number of armed timers (stream deadlines and accept back-offs).
@@ -1162,14 +1160,13 @@ impl Shared {
         for key in due {
             let Some(stream) = self.stream(key.token) else { continue };
             #[cfg(loom)]
-            if crate::sync::planted("timer_unlocked") && key.kind == TimerKind::Deadline {
-                // Planted bug: look at the sides without the lock, then end what looked busy.
-                let busy: Vec<Side> =
-                    [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).collect();
-                let mut inner = stream.lock();
-                inner.deadline = None;
-                for side in busy {
-                    self.finish(&stream, &mut inner, side, Status::TimedOut, None, how);
+            if crate::sync::planted("timeout_keeps_io") && key.kind == TimerKind::Deadline {
+                // Planted bug: the deadline reports the timeout but leaves the I/O pending, so
+                // whatever ends it later (data, cancel, shutdown) completes it a second time.
+                let inner = stream.lock();
+                if inner.deadline.map(|d| d.1) == Some(key.seq) && inner.pending[Side::Read as usize].is_some() {
+                    let isb = Isb { stream: stream.clone() };
+                    self.push(Completion::new(stream.user_token, Some(isb), Op::Read, Status::TimedOut));
                 }
                 continue;
             }

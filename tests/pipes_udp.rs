@@ -76,11 +76,19 @@ fn a_pipe_end_against_a_plain_peer() {
     let (r, w) = pipe();
     let reader = port.assign(driver::Fd::new(r), READER).unwrap();
     let mut w = std::fs::File::from(w);
+    let fd = reader.fd().unwrap();
     port.read(&reader, vec![0; 6], 6..=6).unwrap();
-    // Fed a byte at a time: completes only once all six arrived.
-    for b in b"abcdef" {
-        assert!(port.try_next_completion().unwrap().is_none(), "completed before min");
+    // Fed a byte at a time: completes only once all six arrived. After each of the first five,
+    // once the worker has taken the byte out of the pipe, the read is still in progress.
+    for (i, b) in b"abcdef".iter().enumerate() {
         w.write_all(&[*b]).unwrap();
+        if i == 5 {
+            break;
+        }
+        assert!(util::eventually(|| util::pending_bytes(fd) == 0), "byte {i} was never read");
+        let e = port.start_io(&reader, Request::read_some(vec![0; 1])).unwrap_err();
+        assert!(e.error().message().contains("in progress"), "byte {i}: completed before min: {e}");
+        assert!(port.try_next_completion().unwrap().is_none(), "byte {i}: completed before min");
     }
     let c = next(&port);
     assert_eq!((c.status(), c.data()), (Status::Ok, &b"abcdef"[..]));

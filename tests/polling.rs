@@ -14,10 +14,10 @@ fn polling_port() -> Port {
     Port::builder().threads(0).build().unwrap()
 }
 
-/// Waits until some thread holds the poller role inside `next_completion`: nothing else is
-/// observable, so give the thread time to get there.
-fn let_it_block() {
-    std::thread::sleep(Duration::from_millis(50));
+/// Waits until `n` threads wait in epoll inside `next_completion`.
+#[track_caller]
+fn wait_for_pollers(port: &Port, n: usize) {
+    assert!(util::eventually(|| port.waiters() == n), "{} of {n} threads wait in next_completion", port.waiters());
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn a_read_completes_for_the_thread_that_polls() {
     port.start_io(&isb, Request::read_some(vec![0; 16])).unwrap();
     let p = port.clone();
     let taker = std::thread::spawn(move || next(&p));
-    let_it_block();
+    wait_for_pollers(&port, 1);
     b.write_all(b"hi").unwrap();
     let c = taker.join().unwrap();
     assert_eq!((c.op(), c.status(), c.data()), (Op::Read, Status::Ok, &b"hi"[..]));
@@ -39,7 +39,7 @@ fn a_post_wakes_the_thread_blocked_in_epoll_wait() {
     let port = polling_port();
     let p = port.clone();
     let taker = std::thread::spawn(move || next(&p));
-    let_it_block();
+    wait_for_pollers(&port, 1);
     port.post(5, 55).unwrap();
     let c = taker.join().unwrap();
     assert_eq!((c.op(), c.token(), c.value()), (Op::Post, 5, 55));
@@ -50,7 +50,7 @@ fn wakeup_releases_the_polling_thread() {
     let port = polling_port();
     let p = port.clone();
     let taker = std::thread::spawn(move || p.next_completion(None).unwrap().is_none());
-    let_it_block();
+    wait_for_pollers(&port, 1);
     port.wakeup();
     assert!(taker.join().unwrap(), "woken without a completion");
 }
@@ -83,7 +83,7 @@ fn shutdown_releases_the_polling_thread_and_parked_ones() {
             std::thread::spawn(move || p.next_completion(None).map(|c| c.is_some()))
         })
         .collect();
-    let_it_block();
+    wait_for_pollers(&port, 3);
     port.shutdown();
     for t in takers {
         assert_eq!(t.join().unwrap().unwrap_err().kind(), ErrorKind::PortClosed);

@@ -108,8 +108,11 @@ fn wakeup_releases_a_thread_blocked_without_timeout() {
     assert!(r.is_none(), "a woken waiter returns no completion, got {r:?}");
     h.join().unwrap();
     assert_eq!(port.waiters(), 0);
-    // The wakeup was used up by that waiter.
+    // The wakeup was used up by that waiter: the next wait runs its whole timeout (a wakeup
+    // left over would end it at once).
+    let t = Instant::now();
     assert!(port.next_completion(Some(Duration::from_millis(30))).unwrap().is_none());
+    assert!(t.elapsed() >= Duration::from_millis(30), "a wakeup was left over: the wait ended after {:?}", t.elapsed());
 }
 
 #[test]
@@ -211,9 +214,11 @@ fn next_completions_takes_up_to_max_and_leaves_the_rest() {
     assert_eq!(port.next_completions(&mut out, 4, Some(Duration::from_millis(30))).unwrap(), 0);
     assert!(t.elapsed() >= Duration::from_millis(30));
     assert_eq!(out.len(), 9);
-    // ... and returns 0 on wakeup.
+    // ... and returns 0 on wakeup, at once (not after its timeout).
     port.wakeup();
+    let t = Instant::now();
     assert_eq!(port.next_completions(&mut out, 4, Some(GUARD)).unwrap(), 0);
+    assert!(t.elapsed() < GUARD / 2, "the wakeup was lost: the batch waited {:?}", t.elapsed());
     assert_eq!(port.next_completions(&mut out, 0, Some(GUARD)).unwrap_err().kind(), ErrorKind::InvalidInput);
 }
 

@@ -4,22 +4,31 @@
 mod util;
 
 use std::io::Write;
-use std::time::Duration;
 
 use cport::{ErrorKind, Op, Request, Status};
-use util::{assert_quiet, eventually, next, pending_bytes, port_with_pair, ProgressLog};
+use util::{eventually, next, pending_bytes, port_with_pair, ProgressLog};
 
-/// How long "nothing happened yet" is watched for after a byte is sent.
-const QUIET: Duration = Duration::from_millis(60);
+/// Asserts that the read side of `isb` still has its I/O in progress: not finished, and no
+/// completion queued.
+#[track_caller]
+fn assert_read_in_progress(port: &cport::Port, isb: &cport::Isb, what: &str) {
+    let e = port.start_io(isb, Request::read_some(vec![7; 4])).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{what}: {e}");
+    assert!(e.error().message().contains("in progress"), "{what}: the read finished: {e}");
+    assert_eq!(e.into_request().into_buffer().unwrap(), vec![7; 4]);
+    assert!(port.try_next_completion().unwrap().is_none(), "{what}: a completion was queued");
+}
 
 #[test]
 fn read_5_to_10_completes_only_once_5_bytes_trickled_in() {
     let (port, isb, mut peer) = port_with_pair(2);
+    let fd = isb.fd().unwrap();
     port.read(&isb, vec![0; 16], 5..=10).unwrap();
     for (i, b) in b"abcd".iter().enumerate() {
         peer.write_all(&[*b]).unwrap();
-        assert_quiet(&port, QUIET);
-        assert!(port.start_io(&isb, Request::read_some(vec![0; 4])).is_err(), "byte {i}: the read is still busy");
+        // The worker has taken the byte into the read: nothing is left in the socket.
+        assert!(eventually(|| pending_bytes(fd) == 0), "byte {i} was never read");
+        assert_read_in_progress(&port, &isb, &format!("after byte {i}"));
     }
     peer.write_all(b"e").unwrap();
     let c = next(&port);
@@ -102,10 +111,12 @@ fn vectored_read_fills_buffers_in_order() {
 #[test]
 fn vectored_read_trickled_across_buffer_boundaries() {
     let (port, isb, mut peer) = port_with_pair(2);
+    let fd = isb.fd().unwrap();
     port.start_io(&isb, Request::read_vectored(vec![vec![0; 2], vec![0; 3], vec![0; 4]], 7)).unwrap();
     for chunk in [&b"a"[..], b"bc", b"d", b"ef"] {
         peer.write_all(chunk).unwrap();
-        assert_quiet(&port, QUIET);
+        assert!(eventually(|| pending_bytes(fd) == 0), "{chunk:?} was never read");
+        assert_read_in_progress(&port, &isb, &format!("after {chunk:?}"));
     }
     peer.write_all(b"g").unwrap();
     let mut c = next(&port);

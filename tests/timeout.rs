@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use cport::{driver, ErrorKind, Op, Port, Request, Status};
 use util::{assert_quiet, next, pair, pending_bytes, raw, spin, Rng, GUARD};
 
+/// A deadline that no stall of the test's threads (a second, on a loaded machine) can pass
+/// before the test has done what must happen first.
+const SLACK: Duration = Duration::from_millis(1500);
+
 #[test]
 fn pending_read_times_out_and_returns_its_buffer() {
     let port = Port::builder().threads(2).build().unwrap();
@@ -75,13 +79,14 @@ fn read_done_before_deadline_is_ok_and_the_deadline_fires_nothing() {
     let isb = port.assign(driver::UnixStream::new(ours), 13).unwrap();
 
     port.start_io(&isb, Request::read_some(vec![0; 8])).unwrap();
-    port.set_timeout(&isb, Some(Duration::from_millis(100))).unwrap();
+    // Far enough away that no stall of this thread lets it pass before the read is done.
+    port.set_timeout(&isb, Some(SLACK)).unwrap();
     peer.write_all(b"ok").unwrap();
     let c = next(&port);
     assert_eq!((c.status(), c.data()), (Status::Ok, &b"ok"[..]));
-    // The deadline passes with nothing pending: no completion, and the timer is gone.
-    assert_quiet(&port, Duration::from_millis(200));
+    // The deadline passes with nothing pending: the timer is gone and made no completion.
     assert!(util::eventually(|| port.timers() == 0), "timers: {}", port.timers());
+    assert_quiet(&port, Duration::from_millis(50));
 
     // It fired once: a read started after it does not time out.
     port.start_io(&isb, Request::read_some(vec![0; 8])).unwrap();
@@ -98,20 +103,21 @@ fn set_timeout_none_clears_the_deadline() {
     let isb = port.assign(driver::UnixStream::new(ours), 14).unwrap();
 
     port.start_io(&isb, Request::read_some(vec![0; 8])).unwrap();
-    port.set_timeout(&isb, Some(Duration::from_millis(40))).unwrap();
+    port.set_timeout(&isb, Some(SLACK)).unwrap();
     assert_eq!(port.timers(), 1);
     port.set_timeout(&isb, None).unwrap();
-    assert_eq!(port.timers(), 0);
-    assert_quiet(&port, Duration::from_millis(150));
+    assert_eq!(port.timers(), 0, "the cleared deadline is gone from the wheel");
+    assert!(port.try_next_completion().unwrap().is_none());
 
-    // Replacing a deadline keeps only the new one.
-    port.set_timeout(&isb, Some(Duration::from_millis(20))).unwrap();
+    // Replacing a deadline keeps only the new one. The first is far enough away that no
+    // stall between the two calls lets it fire.
+    port.set_timeout(&isb, Some(SLACK)).unwrap();
     let t0 = Instant::now();
-    port.set_timeout(&isb, Some(Duration::from_millis(120))).unwrap();
+    port.set_timeout(&isb, Some(SLACK + Duration::from_millis(500))).unwrap();
     assert_eq!(port.timers(), 1);
     let c = next(&port);
     assert_eq!(c.status(), Status::TimedOut);
-    assert!(t0.elapsed() >= Duration::from_millis(120), "the replaced deadline fired: {:?}", t0.elapsed());
+    assert!(t0.elapsed() >= SLACK + Duration::from_millis(500), "the replaced deadline fired: {:?}", t0.elapsed());
 
     // Clearing with no deadline set is fine too.
     port.set_timeout(&isb, None).unwrap();

@@ -1,5 +1,9 @@
 //! A log-linear latency histogram in nanoseconds (HDR-like: 32 sub-buckets per power of two,
-//! so any recorded value is known within ~3%). No allocation while recording.
+//! so any recorded value is known within [`RESOLUTION`]). No allocation while recording.
+
+/// The relative resolution of a quantile: two values closer than this may share a bucket, so
+/// a comparison of quantiles means nothing inside it.
+pub const RESOLUTION: f64 = 1.0 / 32.0;
 
 /// Values below this are counted exactly.
 const LINEAR: u64 = 64;
@@ -37,6 +41,14 @@ impl Hist {
         let shift = (i - LINEAR) / SUB + 1;
         let top = (i - LINEAR) % SUB + SUB;
         (top << shift) + (1 << shift) / 2
+    }
+
+    /// Adds every value recorded in `other`.
+    pub fn merge(&mut self, other: &Hist) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
     }
 
     pub fn record(&mut self, ns: u64) {

@@ -4,21 +4,28 @@
 //! ```text
 //! cargo run --release --example echo_bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
 //!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
+//!     [--client-threads N]
 //! ```
 //!
 //! Each server runs in its own child process (this binary re-executed as
 //! `echo_bench serve <kind> <threads>`, which prints `listening <addr>` first), a fresh one per
 //! measurement, so its CPU time (utime+stime from /proc/<pid>/stat over the measured window)
-//! and peak RSS (VmHWM) are its own. The client lives in this process: one thread, one
-//! edge-triggered epoll loop, C connections each sending S bytes and waiting for the whole
-//! echo. Per measurement: connect all C, warm up 0.3 s, measure for S seconds.
+//! and peak RSS (VmHWM) are its own. The client lives in this process: N threads (default 1),
+//! each an edge-triggered epoll loop over its share of the C connections, each connection
+//! sending S bytes and waiting for the whole echo. Per measurement: connect all C, warm up
+//! 0.3 s, measure for S seconds. The client's own CPU is reported beside every ratio: a client
+//! near a whole core per thread is the bottleneck, and then the ratio says little about the
+//! servers.
 //!
 //! Matrix: connections {1, 16, 256, 4096} x sizes {64 B, 4096 B} x servers, plus the
 //! oversubscription cells (256 connections, 64 B, cport with 2, 8 and 32 threads in
 //! `next_completion`). Rounds are interleaved (round 1 runs every server on every cell, then
-//! round 2 ...); the report gives the median over rounds. `--perf` also attaches
-//! `perf stat -e raw_syscalls:sys_enter,context-switches` to each server at 16 connections, 64 B,
-//! in extra runs outside the matrix, and reports syscalls and context switches per message.
+//! round 2 ...) and the order of the servers within a cell rotates from round to round, so no
+//! server always runs first or last; the report gives the median over rounds and how many
+//! rounds ran and were kept. A failed round is reported, and makes the command exit non-zero.
+//! `--perf` also attaches `perf stat -e raw_syscalls:sys_enter,context-switches` to each server
+//! at 16 connections, 64 B, in extra runs outside the matrix, and reports syscalls and context
+//! switches per message.
 //!
 //! Output in `results/` (or --out): echo.md, echo.csv, echo_rounds.csv, echo.svg (64 B) and
 //! echo_4096.svg (4096 B).
@@ -48,7 +55,8 @@ const USAGE: &str = "usage: echo_bench [--quick] [--secs S] [--rounds R] [--out 
                   [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
        --quick: 1 s per measurement, 1 round, 64 B messages only (about 40 s in all)
        --perf:  also measure syscalls and context switches per message with perf stat
-                (16 connections, 64 B, every server, in extra runs)";
+                (16 connections, 64 B, every server, in extra runs)
+       --client-threads N: drive the servers with N client threads (default 1)";
 
 /// One server configuration: which kind, how many `next_completion` threads (cport only).
 #[derive(Clone, Debug)]
@@ -73,8 +81,10 @@ pub struct Measure {
     pub p50_us: f64,
     pub p99_us: f64,
     pub cpu_us_per_msg: f64,
-    /// CPU of the client thread per round trip (to see whether the client is the bottleneck).
+    /// CPU of the client threads per round trip (to see whether the client is the bottleneck).
     pub client_us_per_msg: f64,
+    /// CPU of the client threads over the window, in cores (1.0: one core busy all the time).
+    pub client_cores: f64,
     /// CPU cores busy with other work on the machine during the window (other engineers'
     /// jobs): machine busy time minus this process and the server, over the window.
     pub other_cores: f64,
@@ -105,6 +115,7 @@ pub struct Config {
     pub sizes: Vec<usize>,
     pub servers: Vec<String>,
     pub quick: bool,
+    pub client_threads: usize,
 }
 
 fn main() -> ExitCode {
@@ -159,6 +170,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         sizes: vec![64, 4096],
         servers: server::KINDS.iter().map(|s| s.to_string()).collect(),
         quick: false,
+        client_threads: 1,
     };
     let (mut secs, mut rounds, mut sizes) = (None, None, None);
     let mut it = args.iter();
@@ -179,6 +191,14 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                 );
             }
             "--out" => cfg.out = PathBuf::from(it.next().ok_or("--out needs a value")?),
+            "--client-threads" => {
+                let v = it.next().ok_or("--client-threads needs a value")?;
+                cfg.client_threads = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=64).contains(&n))
+                    .ok_or(format!("bad --client-threads {v:?}"))?;
+            }
             "--conns" => cfg.conns = parse_list(it.next(), "--conns")?,
             "--sizes" => sizes = Some(parse_list(it.next(), "--sizes")?),
             "--servers" => {
@@ -272,47 +292,82 @@ impl Drop for ServerProc {
     }
 }
 
-/// One measurement: a fresh server, C connections, warm-up, the measured window.
+/// What one client thread did over the measured window.
+struct Share {
+    msgs: u64,
+    hist: Hist,
+    cpu_ns: u64,
+}
+
+/// One measurement: a fresh server, C connections shared by `threads` client threads,
+/// warm-up, the measured window.
 fn measure(
     server: &Server,
     cell: Cell,
     secs: f64,
+    threads: usize,
     log: &Path,
     with_perf: bool,
 ) -> Result<(Measure, Option<perf::Counts>), String> {
     let mut srv = ServerProc::spawn(server, log)?;
     let pid = srv.pid();
-    let mut client = Client::connect(srv.addr, cell.conns, cell.size)?;
-    client.run(WARMUP, None)?;
-    let mut perf = None;
-    if with_perf {
-        let p = perf::Perf::attach(pid, &log.with_file_name(format!("perf-{pid}")))?;
-        // Let the server settle again after the pause perf's start caused.
-        client.run(Duration::from_millis(200), None)?;
+    let threads = threads.min(cell.conns).max(1);
+    let mut clients = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let conns = cell.conns / threads + usize::from(t < cell.conns % threads);
+        clients.push(Client::connect(srv.addr, conns, cell.size)?);
+    }
+    // perf attaches during the warm-up, so the pause its start causes is over by the window.
+    let perf =
+        if with_perf { Some(perf::Perf::attach(pid, &log.with_file_name(format!("perf-{pid}")))?) } else { None };
+    // Every client thread warms up, waits for the window to open (`start`), measures, and
+    // reports; the main thread opens the window once all are warm.
+    let window = Duration::from_secs_f64(secs);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let handles: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let start = start.clone();
+            std::thread::spawn(move || -> Result<Share, String> {
+                let warm = client.run(WARMUP, None);
+                start.wait();
+                warm?;
+                let cpu0 = sys::thread_cpu_ns();
+                let mut hist = Hist::new();
+                let msgs = client.run(window, Some(&mut hist))?;
+                Ok(Share { msgs, hist, cpu_ns: sys::thread_cpu_ns().saturating_sub(cpu0) })
+            })
+        })
+        .collect();
+    start.wait();
+    if let Some(p) = &perf {
         p.enable()?;
-        perf = Some(p);
     }
     let cpu0 = sys::proc_cpu_ns(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     let me = std::process::id();
     let (busy0, me0) = (sys::machine_busy_ns().unwrap_or(0), sys::proc_cpu_ns(me).unwrap_or(0));
     let t0 = Instant::now();
-    let client0 = sys::thread_cpu_ns();
-    let mut hist = Hist::new();
-    let msgs = client.run(Duration::from_secs_f64(secs), Some(&mut hist))?;
+    let shares: Vec<Result<Share, String>> =
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a client thread panicked".into()))).collect();
     let elapsed = t0.elapsed().as_secs_f64();
-    let client1 = sys::thread_cpu_ns();
     let cpu1 = sys::proc_cpu_ns(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     let (busy1, me1) = (sys::machine_busy_ns().unwrap_or(0), sys::proc_cpu_ns(me).unwrap_or(0));
-    let ours = cpu1.saturating_sub(cpu0) + me1.saturating_sub(me0);
-    let other_cores = busy1.saturating_sub(busy0).saturating_sub(ours) as f64 / 1e9 / elapsed;
     let counts = match perf {
         Some(p) => Some(p.finish()?),
         None => None,
     };
+    let ours = cpu1.saturating_sub(cpu0) + me1.saturating_sub(me0);
+    let other_cores = busy1.saturating_sub(busy0).saturating_sub(ours) as f64 / 1e9 / elapsed;
     let rss_kib = sys::proc_hwm_kib(pid).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     srv.check_alive()?;
-    drop(client);
     drop(srv);
+    let (mut msgs, mut client_ns, mut hist) = (0, 0, Hist::new());
+    for share in shares {
+        let share = share?;
+        msgs += share.msgs;
+        client_ns += share.cpu_ns;
+        hist.merge(&share.hist);
+    }
     if msgs == 0 {
         return Err("no round trip completed".into());
     }
@@ -323,7 +378,8 @@ fn measure(
         p50_us: hist.quantile(0.50) as f64 / 1000.0,
         p99_us: hist.quantile(0.99) as f64 / 1000.0,
         cpu_us_per_msg: cpu1.saturating_sub(cpu0) as f64 / 1000.0 / msgs as f64,
-        client_us_per_msg: client1.saturating_sub(client0) as f64 / 1000.0 / msgs as f64,
+        client_us_per_msg: client_ns as f64 / 1000.0 / msgs as f64,
+        client_cores: client_ns as f64 / 1e9 / elapsed,
         other_cores,
         rss_kib,
     };
@@ -378,16 +434,19 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     );
     let started = Instant::now();
     let load_start = sys::loadavg();
+    let mut failed = 0;
     for round in 1..=cfg.rounds {
-        for e in entries.iter_mut() {
+        for i in round_order(&entries, round) {
+            let e = &mut entries[i];
             pb.set_message(format!(
                 "round {round}/{}: {} at {} conns x {} B",
                 cfg.rounds, e.server.label, e.cell.conns, e.cell.size
             ));
-            let r = measure(&e.server, e.cell, cfg.secs, &log, false).map(|(m, _)| m);
+            let r = measure(&e.server, e.cell, cfg.secs, cfg.client_threads, &log, false).map(|(m, _)| m);
             if let Err(why) = &r {
+                failed += 1;
                 let (label, conns, size) = (&e.server.label, e.cell.conns, e.cell.size);
-                pb.suspend(|| eprintln!("failed: {label} at {conns} conns x {size} B, round {round}: {why}"));
+                pb.suspend(|| eprintln!("FAILED: {label} at {conns} conns x {size} B, round {round}: {why}"));
             }
             e.rounds.push(r);
             pb.inc(1);
@@ -399,9 +458,11 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
         let threads = if kind.starts_with("cport") { n } else { 0 };
         let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
         pb.set_message(format!("perf stat: {kind} at 16 conns x 64 B"));
-        let r = measure(&server, perf_cell, cfg.secs, &log, true).map(|(m, c)| (m, c.expect("perf was asked for")));
+        let r = measure(&server, perf_cell, cfg.secs, cfg.client_threads, &log, true)
+            .map(|(m, c)| (m, c.expect("perf was asked for")));
         if let Err(why) = &r {
-            pb.suspend(|| eprintln!("failed: perf run of {kind}: {why}"));
+            failed += 1;
+            pb.suspend(|| eprintln!("FAILED: perf run of {kind}: {why}"));
         }
         perf_rows.push(PerfRow { server: kind.clone(), cell: perf_cell, result: r });
         pb.inc(1);
@@ -417,6 +478,7 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
         rounds: cfg.rounds,
         workers: n,
         wall_secs: started.elapsed().as_secs_f64(),
+        client_threads: cfg.client_threads,
     };
     let md = report::markdown(&meta, &entries, &perf_rows);
     let write = |name: &str, text: &str| {
@@ -438,5 +500,27 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     }
     println!("{md}");
     eprintln!("echo_bench: wrote {}/echo.md, echo.csv, echo_rounds.csv {}", cfg.out.display(), charts.join(" "));
+    if failed > 0 {
+        return Err(format!(
+            "{failed} measurement(s) failed (see above and {}); their cells lack rounds",
+            log.display()
+        ));
+    }
     Ok(())
+}
+
+/// The entries of one round in the order to run them: cell after cell as listed, the servers
+/// within a cell rotated by the round number, so that each server runs in each position.
+fn round_order(entries: &[Entry], round: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(entries.len());
+    let mut i = 0;
+    while i < entries.len() {
+        let (cell, oversub) = (entries[i].cell, entries[i].oversub);
+        let group: Vec<usize> =
+            (i..entries.len()).take_while(|&j| entries[j].cell == cell && entries[j].oversub == oversub).collect();
+        let k = group.len();
+        order.extend((0..k).map(|n| group[(n + round - 1) % k]));
+        i += k;
+    }
+    order
 }

@@ -17,7 +17,7 @@ fn port() -> Port {
 /// take the event and run the read while this thread calls `cancel`. Whoever gets the stream
 /// lock first ends the read; the other finds the side empty. Exactly one completion, its status
 /// agrees with what `cancel` returned, the buffer comes back once.
-/// Plant `cancel_toctou`: cancel picks the sides to end before taking the lock.
+/// Plant `cancel_toctou`: cancel counts the I/Os to cancel before taking the lock.
 #[test]
 fn cancel_races_completion() {
     model("cancel_races_completion", || {
@@ -35,8 +35,12 @@ fn cancel_races_completion() {
         let c = &done[0];
         assert_eq!(c.buffer().map(<[u8]>::len), Some(4), "the buffer comes back");
         match c.status() {
-            Status::Ok => assert_eq!((cancelled, c.data()), (0, &b"x"[..])),
-            Status::Cancelled => assert_eq!((cancelled, c.bytes()), (1, 0)),
+            Status::Ok => {
+                assert_eq!((cancelled, c.data()), (0, &b"x"[..]), "cancel's answer agrees with the completion")
+            }
+            Status::Cancelled => {
+                assert_eq!((cancelled, c.bytes()), (1, 0), "cancel's answer agrees with the completion")
+            }
             s => panic!("unexpected status {s:?}"),
         }
     });
@@ -44,7 +48,7 @@ fn cancel_races_completion() {
 
 /// Model 2: Timeout racing completion and cancel. The deadline has passed and the timer fires on the
 /// worker while the peer's data arrives and this thread cancels: one winner, one completion.
-/// Plant `timer_unlocked`: the timer looks at the sides without the stream lock.
+/// Plant `timeout_keeps_io`: the deadline reports a timeout but leaves the I/O pending.
 #[test]
 fn timeout_races_completion_and_cancel() {
     model("timeout_races_completion_and_cancel", || {
@@ -68,10 +72,11 @@ fn timeout_races_completion_and_cancel() {
         assert_eq!(done.len(), 1, "one started read, one completion: {done:?}");
         let c = &done[0];
         assert_eq!(c.buffer().map(<[u8]>::len), Some(4));
+        let agrees = "cancel's answer agrees with the completion";
         match c.status() {
-            Status::Ok => assert_eq!((cancelled, c.data()), (0, &b"x"[..])),
-            Status::Cancelled => assert_eq!(cancelled, 1),
-            Status::TimedOut => assert_eq!((cancelled, c.bytes()), (0, 0)),
+            Status::Ok => assert_eq!((cancelled, c.data()), (0, &b"x"[..]), "{agrees}"),
+            Status::Cancelled => assert_eq!(cancelled, 1, "{agrees}"),
+            Status::TimedOut => assert_eq!((cancelled, c.bytes()), (0, 0), "{agrees}"),
             s => panic!("unexpected status {s:?}"),
         }
     });
@@ -215,6 +220,7 @@ fn last_dec_ref_races_worker_and_waiter() {
         assert_eq!(got.len(), 1, "the read's completion is drained before PortClosed: {got:?}");
         assert!(matches!(got[0], (Op::Read, Status::Ok | Status::Cancelled)), "{got:?}");
         assert!(!kernel.is_registered(100), "teardown deregistered the stream");
+        assert_eq!(kernel.stops(), 1, "torn down exactly once");
         assert!(!isb.is_assigned());
     });
 }
@@ -240,6 +246,7 @@ fn concurrent_inc_ref_dec_ref() {
         port.dec_ref();
         t1.join().unwrap();
         t2.join().unwrap();
+        assert_eq!(kernel.stops(), 1, "torn down exactly once");
         assert!(!kernel.is_registered(100), "the last dec_ref tore the port down");
         assert!(!isb.is_assigned());
     });
@@ -263,7 +270,11 @@ fn post_races_shutdown() {
         let done = drain(&port);
         let posted = poster.join().unwrap();
         let values: Vec<u64> = done.iter().map(|c| c.value()).collect();
-        assert_eq!(values, if posted { vec![99] } else { vec![] }, "posted: {posted}");
+        assert_eq!(
+            values,
+            if posted { vec![99] } else { vec![] },
+            "a post that returned Ok is delivered once before PortClosed (posted: {posted})"
+        );
     });
 }
 

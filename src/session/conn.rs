@@ -178,6 +178,13 @@ impl Connection {
         lock(&self.0.output).queued()
     }
 
+    /// Whether reading from the peer is paused because the output queue reached
+    /// [`Limits::pause_reading_at`] (back-pressure); it resumes once the queue has drained to
+    /// half of that.
+    pub fn is_reading_paused(&self) -> bool {
+        lock(&self.0.output).paused
+    }
+
     /// Whether the connection still takes sends (it is not closing or closed).
     pub fn is_open(&self) -> bool {
         let out = lock(&self.0.output);

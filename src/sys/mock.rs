@@ -35,6 +35,8 @@ struct Table {
     regs: Vec<Reg>,
     ready: Vec<(RawFd, Readiness)>,
     stopped: bool,
+    /// Calls of `stop` (one per teardown of a port with workers).
+    stops: usize,
     timer_deadline: Option<Instant>,
     timer_armed: bool,
     timer_fired: bool,
@@ -91,6 +93,12 @@ impl Kernel {
         }
         drop(t);
         self.state.cv.notify_all();
+    }
+
+    /// How many times the selector was told to stop: once per teardown of a port with
+    /// workers (a polling port's shutdown stops it too).
+    pub fn stops(&self) -> usize {
+        lock(&self.state.table).stops
     }
 
     /// Whether `fd` is registered (not deregistered).
@@ -196,7 +204,10 @@ impl Selector {
     }
 
     pub(crate) fn stop(&self) -> io::Result<()> {
-        lock(&self.state.table).stopped = true;
+        let mut t = lock(&self.state.table);
+        t.stopped = true;
+        t.stops += 1;
+        drop(t);
         self.state.cv.notify_all();
         Ok(())
     }
