@@ -19,7 +19,7 @@ use crate::completion::{Completion, Status};
 use crate::driver::Driver;
 use crate::error::Error;
 use crate::request::{Kind, Op, Progress, Request, Side};
-use crate::sync::{lock, Arc, AtomicU8, Mutex, MutexGuard, Ordering};
+use crate::sync::{lock, Arc, AtomicU8, Mutex, MutexGuard, Ordering, Peek};
 use crate::sys::Interest;
 use crate::timer::TimerId;
 use crate::token::Token;
@@ -30,6 +30,14 @@ pub(crate) const PROCESSED: u8 = 0;
 pub(crate) const BUSY: u8 = 1;
 /// The side's I/O finished and its completion is queued, not yet taken.
 pub(crate) const COMPLETED: u8 = 2;
+
+/// No close is pending.
+pub(crate) const CLOSE_NONE: u8 = 0;
+/// `close` released the stream; its Close completion waits until the stream's other
+/// completions are taken.
+pub(crate) const CLOSE_PENDING: u8 = 1;
+/// The Close completion was delivered.
+pub(crate) const CLOSE_DONE: u8 = 2;
 
 /// A handle to one stream assigned to a port: pass it to the port's I/O calls.
 ///
@@ -83,6 +91,8 @@ pub(crate) struct Stream {
     pub(crate) user_token: u64,
     /// PROCESSED / BUSY / COMPLETED per side.
     sides: [AtomicU8; 2],
+    /// CLOSE_NONE / CLOSE_PENDING / CLOSE_DONE.
+    close: AtomicU8,
     /// Everything else, under the stream's lock.
     pub(crate) inner: Mutex<Inner>,
 }
@@ -130,6 +140,7 @@ impl Stream {
             token,
             user_token,
             sides: [AtomicU8::new(PROCESSED), AtomicU8::new(PROCESSED)],
+            close: AtomicU8::new(CLOSE_NONE),
             inner: Mutex::new(Inner {
                 driver: Some(driver),
                 pending: [None, None],
@@ -147,7 +158,7 @@ impl Stream {
 
     /// The side's state (PROCESSED, BUSY or COMPLETED).
     pub(crate) fn side_state(&self, side: Side) -> u8 {
-        self.sides[side as usize].load(Ordering::Acquire)
+        self.sides[side as usize].peek()
     }
 
     /// PROCESSED -> BUSY, with the lock held. False when the side is not PROCESSED.
@@ -160,9 +171,25 @@ impl Stream {
         self.sides[side as usize].store(COMPLETED, Ordering::Release);
     }
 
-    /// COMPLETED -> PROCESSED, by the thread that took the completion.
+    /// COMPLETED -> PROCESSED, by the thread that took the completion. SeqCst: a Dekker pair
+    /// with `close_pend` (see `Shared::deliver_close`).
     pub(crate) fn processed(&self, side: Side) {
-        let _ = self.sides[side as usize].compare_exchange(COMPLETED, PROCESSED, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.sides[side as usize].compare_exchange(COMPLETED, PROCESSED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The close state (CLOSE_NONE, CLOSE_PENDING or CLOSE_DONE).
+    pub(crate) fn close_state(&self) -> u8 {
+        self.close.peek()
+    }
+
+    /// Marks a close pending, with the lock held, after the stream was released.
+    pub(crate) fn close_pend(&self) {
+        self.close.set(CLOSE_PENDING);
+    }
+
+    /// Claims the delivery of the Close completion; true for exactly one caller.
+    pub(crate) fn close_claim(&self) -> bool {
+        self.close.compare_exchange(CLOSE_PENDING, CLOSE_DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// A description for messages: "tcp stream 7 (fd 5)".

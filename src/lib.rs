@@ -84,12 +84,10 @@ mod queue;
 mod request;
 #[cfg(not(loom))]
 pub mod session;
-mod sleep;
 mod sync;
 mod sys;
 mod timer;
 mod token;
-mod worker;
 
 /// The stand-in kernel the loom models drive (only in `cfg(loom)` builds).
 #[cfg(loom)]
@@ -101,7 +99,7 @@ pub use completion::{Completion, Status};
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result, StartError};
 pub use isb::Isb;
-pub use port::{Builder, Port, MAX_THREADS};
+pub use port::{Builder, Port, Stats, MAX_THREADS};
 pub use request::{Op, Progress, Request};
 
 /// The README's usage example, compiled and run as a doctest.

@@ -1,24 +1,78 @@
 //! The one switch between std's synchronization primitives and loom's.
 //!
-//! Every atomic, lock, `Arc` and thread spawn of cport goes through this module, so that the
-//! loom models in `loom-tests/` (built with `RUSTFLAGS="--cfg loom"`) check the production code.
-//! Nothing else in the crate names `std::sync` or `std::thread` directly.
+//! Every atomic, lock, `Arc`, thread spawn and thread-local of cport goes through this module,
+//! so that the loom models in `loom-tests/` (built with `RUSTFLAGS="--cfg loom"`) check the
+//! production code. Nothing else in the crate names `std::sync` or `std::thread` directly.
+//! The one exception is [`StatCounter`]: statistics order nothing, so they stay std atomics
+//! under loom too, and add no states for the model checker to explore.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{fence, AtomicU8, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering},
+    Arc, Condvar, Mutex, MutexGuard, RwLock,
 };
 #[cfg(not(loom))]
-pub(crate) use std::thread;
+pub(crate) use std::{thread, thread_local};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{fence, AtomicU8, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering},
+    Arc, Condvar, Mutex, MutexGuard,
 };
 #[cfg(loom)]
-pub(crate) use loom::thread;
+pub(crate) use loom::{thread, thread_local};
+
+/// Reads an atomic that takes part in a Dekker pair: each side writes its own location, then a
+/// SeqCst fence, then reads the other side's location, so at least one sees the other. On
+/// hardware a SeqCst load after the fence is enough. loom models SeqCst loads as acquire loads,
+/// which may miss a store the fences order first; so under loom the read is a read-modify-write
+/// that changes nothing, which always reads the latest value. (Both are SeqCst.)
+///
+/// The writes of such a pair go through [`Peek::set`]: a SeqCst store, which under loom is a
+/// swap, because loom orders two locations only through read-modify-writes (a read-modify-write
+/// reads the latest value and synchronizes with the one it reads, so two threads that each
+/// write one location and then read the other cannot both miss).
+pub(crate) trait Peek {
+    type Value;
+    fn peek(&self) -> Self::Value;
+    fn set(&self, v: Self::Value);
+}
+
+macro_rules! peek_for {
+    ($t:ty, $v:ty, $noop:expr) => {
+        impl Peek for $t {
+            type Value = $v;
+            fn peek(&self) -> $v {
+                #[cfg(loom)]
+                {
+                    let f: fn(&$t) -> $v = $noop;
+                    f(self)
+                }
+                #[cfg(not(loom))]
+                {
+                    self.load(Ordering::SeqCst)
+                }
+            }
+            fn set(&self, v: $v) {
+                #[cfg(loom)]
+                {
+                    self.swap(v, Ordering::SeqCst);
+                }
+                #[cfg(not(loom))]
+                {
+                    self.store(v, Ordering::SeqCst)
+                }
+            }
+        }
+    };
+}
+
+peek_for!(AtomicUsize, usize, |a| a.fetch_add(0, Ordering::SeqCst));
+peek_for!(AtomicU8, u8, |a| a.fetch_add(0, Ordering::SeqCst));
+peek_for!(AtomicBool, bool, |a| a.fetch_or(false, Ordering::SeqCst));
+
+/// A statistics counter (see the module docs): a std atomic in every build.
+pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
 
 /// Locks `m`, ignoring poisoning: cport never leaves shared state half-updated across a panic
 /// point, so a poisoned lock still guards consistent data.
@@ -35,6 +89,11 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
     #[cfg(not(loom))]
     std::hint::spin_loop();
+}
+
+/// Lets other threads run (a thread waiting for another to finish a short step).
+pub(crate) fn yield_now() {
+    thread::yield_now();
 }
 
 /// Whether the bug named `name` is planted in this run (loom builds, and `cfg(cport_plant)`

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::sync::{lock, Mutex};
+
 /// Where a stream lives in the port's table, and which occupant of that slot it is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Token {
@@ -41,78 +43,168 @@ impl fmt::Debug for Token {
     }
 }
 
-/// The port's table of streams: slot -> (generation, occupant), with a free list.
-pub(crate) struct Slab<T> {
-    entries: Vec<(u32, Option<T>)>,
+/// Slots in the first segment of a [`Table`]; segment `k` holds `SEGMENT_BASE << k`.
+const SEGMENT_BASE: usize = 64;
+/// Segments at most: 64 * (2^26 - 1) slots, more than any fd table holds.
+#[cfg(not(loom))]
+const SEGMENTS: usize = 26;
+
+/// One slot of the table: its generation and occupant, under a lock of its own, so a lookup
+/// contends only with changes to that one stream.
+struct Slot<T> {
+    cell: Mutex<(u32, Option<T>)>,
+}
+
+impl<T> Slot<T> {
+    fn new() -> Self {
+        Slot { cell: Mutex::new((0, None)) }
+    }
+}
+
+fn new_segment<T>(k: usize) -> Box<[Slot<T>]> {
+    (0..SEGMENT_BASE << k).map(|_| Slot::new()).collect()
+}
+
+/// Where slot `i` lives: (segment, index in it).
+fn locate(i: usize) -> (usize, usize) {
+    let k = (i / SEGMENT_BASE + 1).ilog2() as usize;
+    (k, i - SEGMENT_BASE * ((1 << k) - 1))
+}
+
+/// The bookkeeping of insertions and removals (not touched by lookups).
+struct Meta {
+    /// Slots handed out so far (the next new slot's index).
+    used: usize,
     free: Vec<u32>,
     len: usize,
 }
 
-impl<T: Clone> Slab<T> {
+/// The port's table of streams: slot -> (generation, occupant), with a free list.
+///
+/// A lookup ([`Table::get`], once per epoll event and timer) takes no port-wide lock: the
+/// segments never move once made, and each slot has its own lock. Insertions and removals
+/// (assign, close, deassign) share one lock for the free list.
+pub(crate) struct Table<T> {
+    #[cfg(not(loom))]
+    segments: [std::sync::OnceLock<Box<[Slot<T>]>>; SEGMENTS],
+    /// Under loom one fixed segment: the models assign a handful of streams.
+    #[cfg(loom)]
+    segments: Box<[Slot<T>]>,
+    meta: Mutex<Meta>,
+}
+
+impl<T: Clone> Table<T> {
     pub(crate) fn new() -> Self {
-        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
+        Table {
+            #[cfg(not(loom))]
+            segments: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            #[cfg(loom)]
+            segments: new_segment(0),
+            meta: Mutex::new(Meta { used: 0, free: Vec::new(), len: 0 }),
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn slot(&self, i: usize) -> Option<&Slot<T>> {
+        let (k, at) = locate(i);
+        self.segments.get(k)?.get()?.get(at)
+    }
+
+    #[cfg(loom)]
+    fn slot(&self, i: usize) -> Option<&Slot<T>> {
+        let (k, at) = locate(i);
+        if k == 0 {
+            self.segments.get(at)
+        } else {
+            None
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn make_slot(&self, i: usize) -> &Slot<T> {
+        let (k, at) = locate(i);
+        &self.segments[k].get_or_init(|| new_segment(k))[at]
+    }
+
+    #[cfg(loom)]
+    fn make_slot(&self, i: usize) -> &Slot<T> {
+        self.slot(i).expect("the loom models assign at most one segment of streams")
     }
 
     /// Reserves a slot for `make(token)` and returns the token.
-    pub(crate) fn insert_with(&mut self, make: impl FnOnce(Token) -> T) -> Token {
-        let token = match self.free.pop() {
-            Some(slot) => {
-                let e = &mut self.entries[slot as usize];
-                e.0 = Token::next_gen(e.0);
-                Token { slot, gen: e.0 }
-            }
+    pub(crate) fn insert_with(&self, make: impl FnOnce(Token) -> T) -> Token {
+        let mut meta = lock(&self.meta);
+        let (i, reused) = match meta.free.pop() {
+            Some(i) => (i as usize, true),
             None => {
-                self.entries.push((0, None));
-                Token { slot: (self.entries.len() - 1) as u32, gen: 0 }
+                meta.used += 1;
+                (meta.used - 1, false)
             }
         };
-        self.entries[token.slot as usize].1 = Some(make(token));
-        self.len += 1;
+        meta.len += 1;
+        let slot = self.make_slot(i);
+        let mut cell = lock(&slot.cell);
+        // A reused slot gets the next generation, so tokens of its earlier occupants miss.
+        let gen = if reused { Token::next_gen(cell.0) } else { cell.0 };
+        let token = Token { slot: i as u32, gen };
+        *cell = (gen, Some(make(token)));
         token
     }
 
     /// The occupant of `token`'s slot if it is still that generation.
     pub(crate) fn get(&self, token: Token) -> Option<T> {
+        let cell = lock(&self.slot(token.slot as usize)?.cell);
         #[cfg(loom)]
         if crate::sync::planted("no_generation") {
             // Planted bug: find the slot's occupant whatever its generation.
-            return self.entries.get(token.slot as usize).and_then(|(_, v)| v.clone());
+            return cell.1.clone();
         }
-        match self.entries.get(token.slot as usize) {
-            Some((gen, Some(v))) if *gen == token.gen => Some(v.clone()),
+        match &*cell {
+            (gen, Some(v)) if *gen == token.gen => Some(v.clone()),
             _ => None,
         }
     }
 
     /// Frees `token`'s slot if it is still that generation.
-    pub(crate) fn remove(&mut self, token: Token) -> Option<T> {
-        match self.entries.get_mut(token.slot as usize) {
-            Some((gen, v @ Some(_))) if *gen == token.gen => {
-                let out = v.take();
-                self.free.push(token.slot);
-                self.len -= 1;
-                out
-            }
-            _ => None,
+    pub(crate) fn remove(&self, token: Token) -> Option<T> {
+        let mut meta = lock(&self.meta);
+        let slot = self.slot(token.slot as usize)?;
+        let mut cell = lock(&slot.cell);
+        if cell.0 != token.gen || cell.1.is_none() {
+            return None;
         }
+        let out = cell.1.take();
+        drop(cell);
+        meta.free.push(token.slot);
+        meta.len -= 1;
+        out
     }
 
     /// Every occupant.
     pub(crate) fn values(&self) -> Vec<T> {
-        self.entries.iter().filter_map(|(_, v)| v.clone()).collect()
+        let used = lock(&self.meta).used;
+        (0..used).filter_map(|i| self.slot(i).and_then(|s| lock(&s.cell).1.clone())).collect()
     }
 
     /// Empties the table, returning the occupants.
-    pub(crate) fn drain(&mut self) -> Vec<T> {
-        let out = self.values();
-        self.entries.clear();
-        self.free.clear();
-        self.len = 0;
+    pub(crate) fn drain(&self) -> Vec<T> {
+        let mut meta = lock(&self.meta);
+        let mut out = Vec::with_capacity(meta.len);
+        for i in 0..meta.used {
+            if let Some(s) = self.slot(i) {
+                let mut cell = lock(&s.cell);
+                if let Some(v) = cell.1.take() {
+                    out.push(v);
+                    meta.free.push(i as u32);
+                }
+            }
+        }
+        meta.len = 0;
         out
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        lock(&self.meta).len
     }
 }
 
@@ -131,7 +223,7 @@ mod tests {
 
     #[test]
     fn reused_slot_refuses_stale_token() {
-        let mut s = Slab::new();
+        let s = Table::new();
         let a = s.insert_with(|_| "a");
         assert_eq!(s.remove(a), Some("a"));
         let b = s.insert_with(|_| "b");
@@ -141,5 +233,24 @@ mod tests {
         assert_eq!(s.remove(a), None);
         assert_eq!(s.get(b), Some("b"));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn segments_grow_and_keep_their_slots() {
+        let s = Table::new();
+        let tokens: Vec<Token> = (0..1000).map(|i| s.insert_with(|_| i)).collect();
+        assert_eq!(s.len(), 1000);
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(s.get(*t), Some(i));
+        }
+        assert_eq!(locate(63), (0, 63));
+        assert_eq!(locate(64), (1, 0));
+        assert_eq!(locate(191), (1, 127));
+        assert_eq!(locate(192), (2, 0));
+        let mut all = s.drain();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.get(tokens[5]), None);
     }
 }

@@ -14,6 +14,7 @@ plants=(
     "close_before_cancel|storm_on_a_polling_port|taken after the stream's Close completion"
     "lost_cancel|storm_on_a_worker_port|started and no completion before PortClosed"
     "lost_cancel|storm_on_a_polling_port|started and no completion before PortClosed"
+    "close_not_deferred|storm_on_a_worker_port|taken after the stream's Close completion"
 )
 
 cargo test -q --test storm --no-run 2>&1 | grep -vE "^\s*$" || true

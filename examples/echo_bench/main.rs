@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example echo_bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
 //!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
-//!     [--client-threads N]
+//!     [--client-threads N] [--perf-conns N]
 //! ```
 //!
 //! Each server runs in its own child process (this binary re-executed as
@@ -37,7 +37,7 @@ mod report;
 mod server;
 mod sys;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -56,7 +56,8 @@ const USAGE: &str = "usage: echo_bench [--quick] [--secs S] [--rounds R] [--out 
        --quick: 1 s per measurement, 1 round, 64 B messages only (about 40 s in all)
        --perf:  also measure syscalls and context switches per message with perf stat
                 (16 connections, 64 B, every server, in extra runs)
-       --client-threads N: drive the servers with N client threads (default 1)";
+       --client-threads N: drive the servers with N client threads (default 1)
+       --perf-conns N: connections of the perf runs (default 16)";
 
 /// One server configuration: which kind, how many `next_completion` threads (cport only).
 #[derive(Clone, Debug)]
@@ -89,6 +90,8 @@ pub struct Measure {
     /// jobs): machine busy time minus this process and the server, over the window.
     pub other_cores: f64,
     pub rss_kib: u64,
+    /// cport's counters (`server::COUNTERS`) over the window, per message (cport servers).
+    pub per_msg: Option<Vec<f64>>,
 }
 
 /// Every round of one server on one cell.
@@ -116,6 +119,7 @@ pub struct Config {
     pub servers: Vec<String>,
     pub quick: bool,
     pub client_threads: usize,
+    pub perf_conns: usize,
 }
 
 fn main() -> ExitCode {
@@ -171,6 +175,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         servers: server::KINDS.iter().map(|s| s.to_string()).collect(),
         quick: false,
         client_threads: 1,
+        perf_conns: 16,
     };
     let (mut secs, mut rounds, mut sizes) = (None, None, None);
     let mut it = args.iter();
@@ -191,6 +196,10 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                 );
             }
             "--out" => cfg.out = PathBuf::from(it.next().ok_or("--out needs a value")?),
+            "--perf-conns" => {
+                let v = it.next().ok_or("--perf-conns needs a value")?;
+                cfg.perf_conns = v.parse().ok().filter(|&n: &usize| n > 0).ok_or(format!("bad --perf-conns {v:?}"))?;
+            }
             "--client-threads" => {
                 let v = it.next().ok_or("--client-threads needs a value")?;
                 cfg.client_threads = v
@@ -230,6 +239,11 @@ fn kind_of(name: &str) -> &'static str {
 struct ServerProc {
     child: Child,
     addr: SocketAddr,
+    /// Lines the server prints after its address (its `stats` replies).
+    lines: crossbeam_channel::Receiver<std::io::Result<String>>,
+    stdin: Option<std::process::ChildStdin>,
+    /// A cport server, which answers `stats`.
+    counts: bool,
 }
 
 impl ServerProc {
@@ -246,21 +260,30 @@ impl ServerProc {
             .map_err(|e| format!("{}: {e}", log.display()))?;
         let mut child = Command::new(exe)
             .args(["serve", server.kind, &server.threads.to_string()])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
             .map_err(|e| format!("spawning the {} server: {e}", server.label))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stdin = child.stdin.take();
+        let (tx, rx) = crossbeam_channel::unbounded();
         // From here on, dropping `proc` kills the child, on every path.
-        let mut proc = ServerProc { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut proc = ServerProc {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines: rx,
+            stdin,
+            counts: server.kind.starts_with("cport"),
+        };
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-            let _ = tx.send(r);
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
         });
-        let line = match rx.recv_timeout(STARTUP) {
+        let line = match proc.lines.recv_timeout(STARTUP) {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => return Err(format!("{} server stdout: {e}", server.label)),
             Err(_) => return Err(format!("{} server printed no address within {STARTUP:?}", server.label)),
@@ -274,6 +297,30 @@ impl ServerProc {
             }
         }
         Ok(proc)
+    }
+
+    /// The server's cport counters (`server::COUNTERS`), for a cport server.
+    fn stats(&mut self) -> Result<Option<Vec<u64>>, String> {
+        if !self.counts {
+            return Ok(None);
+        }
+        let stdin = self.stdin.as_mut().ok_or("the server's stdin is closed")?;
+        stdin.write_all(b"stats\n").and_then(|()| stdin.flush()).map_err(|e| format!("asking for stats: {e}"))?;
+        loop {
+            match self.lines.recv_timeout(STARTUP) {
+                Ok(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("stats ") {
+                        let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                        if v.len() == server::COUNTERS.len() {
+                            return Ok(Some(v));
+                        }
+                        return Err(format!("a stats line the bench cannot read: {line:?}"));
+                    }
+                }
+                Ok(Err(e)) => return Err(format!("server stdout: {e}")),
+                Err(_) => return Err(format!("no stats from the server within {STARTUP:?}")),
+            }
+        }
     }
 
     fn check_alive(&mut self) -> Result<(), String> {
@@ -343,6 +390,7 @@ fn measure(
     if let Some(p) = &perf {
         p.enable()?;
     }
+    let stats0 = srv.stats()?;
     let cpu0 = sys::proc_cpu_ns(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     let me = std::process::id();
     let (busy0, me0) = (sys::machine_busy_ns().unwrap_or(0), sys::proc_cpu_ns(me).unwrap_or(0));
@@ -350,6 +398,7 @@ fn measure(
     let shares: Vec<Result<Share, String>> =
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a client thread panicked".into()))).collect();
     let elapsed = t0.elapsed().as_secs_f64();
+    let stats1 = srv.stats()?;
     let cpu1 = sys::proc_cpu_ns(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     let (busy1, me1) = (sys::machine_busy_ns().unwrap_or(0), sys::proc_cpu_ns(me).unwrap_or(0));
     let counts = match perf {
@@ -382,6 +431,12 @@ fn measure(
         client_cores: client_ns as f64 / 1e9 / elapsed,
         other_cores,
         rss_kib,
+        per_msg: match (stats0, stats1) {
+            (Some(a), Some(b)) => {
+                Some(a.iter().zip(&b).map(|(a, b)| b.saturating_sub(*a) as f64 / msgs as f64).collect())
+            }
+            _ => None,
+        },
     };
     Ok((m, counts))
 }
@@ -453,11 +508,11 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
         }
     }
     let mut perf_rows = Vec::new();
-    let perf_cell = Cell { conns: 16, size: 64 };
+    let perf_cell = Cell { conns: cfg.perf_conns, size: 64 };
     for kind in perf_kinds {
         let threads = if kind.starts_with("cport") { n } else { 0 };
         let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
-        pb.set_message(format!("perf stat: {kind} at 16 conns x 64 B"));
+        pb.set_message(format!("perf stat: {kind} at {} conns x 64 B", cfg.perf_conns));
         let r = measure(&server, perf_cell, cfg.secs, cfg.client_threads, &log, true)
             .map(|(m, c)| (m, c.expect("perf was asked for")));
         if let Err(why) = &r {

@@ -57,6 +57,11 @@ pub fn summarize(e: &Entry) -> Summary {
             client_cores: m(|x| x.client_cores),
             other_cores: m(|x| x.other_cores),
             rss_kib: m(|x| x.rss_kib as f64) as u64,
+            per_msg: ok[0].per_msg.as_ref().map(|first| {
+                (0..first.len())
+                    .map(|i| median(ok.iter().filter_map(|x| x.per_msg.as_ref().map(|v| v[i])).collect()))
+                    .collect()
+            }),
         }
     });
     Summary { ok: ok.len(), of: e.rounds.len(), med, error }
@@ -166,9 +171,9 @@ pub fn markdown(meta: &Meta, entries: &[Entry], perf: &[PerfRow]) -> String {
     );
     let _ = writeln!(
         w,
-        "- servers: **cport** = the default configuration (`Port::new()`: {n} workers), {n} threads in \
+        "- servers: **cport** = the default configuration (`Port::new()`: no workers), {n} threads in \
          next_completion (accept -> assign -> read_some 16 KiB -> write the bytes -> read); the headline ratios are \
-         this one's; **cport-poll** = `threads(0)`, the same loop with no workers; **tokio** = multi-thread runtime (default workers), a task per connection, \
+         this one's; **cport-workers** = the same with {n} dedicated workers (`echo_server --threads {n}`); **tokio** = multi-thread runtime (default workers), a task per connection, \
          read + write_all; **epoll** = one thread, edge-triggered, libc, fixed buffer per connection (the floor); \
          **threads** = std::net, a thread per connection.",
         n = meta.workers
@@ -349,6 +354,42 @@ pub fn markdown(meta: &Meta, entries: &[Entry], perf: &[PerfRow]) -> String {
                 p99,
                 client("cport"),
                 client("tokio"),
+            );
+        }
+    }
+
+    let counted: Vec<(&Entry, &Measure)> = entries
+        .iter()
+        .zip(&sums)
+        .filter_map(|(e, s)| s.med.as_ref().filter(|m| m.per_msg.is_some()).map(|m| (e, m)))
+        .collect();
+    if !counted.is_empty() {
+        let _ = writeln!(w, "\n## What a message costs inside cport (`Port::stats`, per message, medians)\n");
+        let _ = writeln!(
+            w,
+            "| conns | size | server | epoll waits | events per wait | re-arms | inline | steals | parks | futex wakes | eventfd pokes | rescues |"
+        );
+        let _ = writeln!(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (e, m) in counted {
+            let v = m.per_msg.as_ref().expect("filtered");
+            let g = |name: &str| crate::server::COUNTERS.iter().position(|c| *c == name).map_or(f64::NAN, |i| v[i]);
+            let waits = g("epoll_waits");
+            let per_wait = if waits > 0.0 { g("events") / waits } else { 0.0 };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.3} | {:.1} | {:.3} | {:.3} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                e.cell.conns,
+                fmt_size(e.cell.size),
+                e.server.label,
+                waits,
+                per_wait,
+                g("rearms"),
+                g("inline"),
+                g("steals"),
+                g("parks"),
+                g("futex_wakes"),
+                g("eventfd_pokes"),
+                g("rescues"),
             );
         }
     }

@@ -20,7 +20,22 @@ const BUF: usize = 16 * 1024;
 const BACKLOG: libc::c_int = 4096;
 
 /// The server kinds `serve` knows.
-pub const KINDS: [&str; 5] = ["cport", "cport-poll", "tokio", "epoll", "threads"];
+pub const KINDS: [&str; 5] = ["cport", "cport-workers", "tokio", "epoll", "threads"];
+
+/// The cport counters a server reports when the bench writes `stats` to its stdin, in the
+/// order of its `stats ...` reply line.
+pub const COUNTERS: [&str; 10] = [
+    "completions",
+    "epoll_waits",
+    "events",
+    "rearms",
+    "inline",
+    "steals",
+    "parks",
+    "futex_wakes",
+    "eventfd_pokes",
+    "rescues",
+];
 
 /// Runs server `kind` until killed. `threads` is the number of `next_completion` threads for
 /// cport (0: the number of CPUs); the other kinds ignore it.
@@ -30,9 +45,13 @@ pub fn main(kind: &str, threads: usize) -> Result<(), String> {
     let listener = bind_loopback().map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     match kind {
-        "cport" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, None),
-        // No workers: the handler threads poll epoll themselves (`Builder::threads(0)`).
-        "cport-poll" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, Some(0)),
+        // The default configuration: no workers, the handler threads poll epoll themselves.
+        "cport" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, 0),
+        // As many dedicated workers as handlers (`echo_server --threads N`).
+        "cport-workers" => {
+            let n = if threads == 0 { sys::nproc() } else { threads };
+            serve_cport(listener, addr, n, n)
+        }
         "tokio" => serve_tokio(listener, addr),
         "epoll" => serve_epoll(listener, addr),
         "threads" => serve_threads(listener, addr),
@@ -122,12 +141,9 @@ impl Spares {
     }
 }
 
-fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize, workers: Option<usize>) -> Result<(), String> {
-    let mut builder = Port::builder();
-    if let Some(w) = workers {
-        builder = builder.threads(w);
-    }
-    let port = builder.build().map_err(|e| e.to_string())?;
+fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize, workers: usize) -> Result<(), String> {
+    let port = Port::builder().threads(workers).build().map_err(|e| e.to_string())?;
+    report_stats(&port)?;
     let lis = port.assign(cport::driver::TcpListener::new(listener), LISTENER).map_err(|e| e.to_string())?;
     port.accept(&lis).map_err(|e| e.to_string())?;
     let spares: &'static Spares = Box::leak(Box::new(Spares::new()));
@@ -157,6 +173,40 @@ fn serve_cport(listener: TcpListener, addr: SocketAddr, handlers: usize, workers
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Answers `stats` lines on stdin with a `stats ...` line of the port's counters (see
+/// `COUNTERS`), so that the bench can show what each message cost.
+fn report_stats(port: &Port) -> Result<(), String> {
+    let port = port.clone();
+    thread::Builder::new()
+        .name("stats".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { return };
+                if line.trim() != "stats" {
+                    continue;
+                }
+                let s = port.stats();
+                let v = [
+                    s.completions(),
+                    s.epoll_waits,
+                    s.events,
+                    s.rearms,
+                    s.inline,
+                    s.steals,
+                    s.parks,
+                    s.futex_wakes,
+                    s.eventfd_pokes,
+                    s.rescues,
+                ];
+                let text: Vec<String> = v.iter().map(u64::to_string).collect();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "stats {}", text.join(" ")).and_then(|()| out.flush());
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("spawning the stats thread: {e}"))
 }
 
 /// What one completion leads to: accept -> assign + read; read -> write the same bytes;

@@ -58,9 +58,9 @@ fn timeout_races_completion_and_cancel() {
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
         port.set_timeout(&isb, Some(Duration::ZERO)).unwrap();
-        // Model time does not pass; wall time must, past the wheel's tick, for the deadline to
-        // count as expired when the worker polls the wheel.
-        std::thread::sleep(Duration::from_millis(2));
+        // Model time does not pass; wall time must, past the wheel's tick (1 µs under loom),
+        // for the deadline to count as expired when the worker polls the wheel.
+        std::thread::sleep(Duration::from_micros(20));
 
         let timer = thread::spawn(move || kernel.fire_timer());
         let sender = thread::spawn(move || peer.send(b"x"));
@@ -185,7 +185,8 @@ fn waiters_race_worker_and_wakeup() {
 /// the last: the waiter drains the read's single completion (Ok or Cancelled) before
 /// `PortClosed`, teardown stops and joins the worker whoever runs it, and loom's leak check
 /// passes. Plants `closed_before_cancel` (waiters told the port is closed before the
-/// cancellations are queued) and `join_before_stop` (teardown joins workers it did not stop).
+/// cancellations are queued) and `pollers_not_stopped` (shutdown does not stop a thread
+/// blocked in epoll, so teardown's join, or the waiter, waits forever).
 #[test]
 fn last_dec_ref_races_worker_and_waiter() {
     model("last_dec_ref_races_worker_and_waiter", || {
@@ -220,7 +221,7 @@ fn last_dec_ref_races_worker_and_waiter() {
         assert_eq!(got.len(), 1, "the read's completion is drained before PortClosed: {got:?}");
         assert!(matches!(got[0], (Op::Read, Status::Ok | Status::Cancelled)), "{got:?}");
         assert!(!kernel.is_registered(100), "teardown deregistered the stream");
-        assert_eq!(kernel.stops(), 1, "torn down exactly once");
+        assert_eq!(kernel.teardowns(), 1, "torn down exactly once");
         assert!(!isb.is_assigned());
     });
 }
@@ -246,7 +247,7 @@ fn concurrent_inc_ref_dec_ref() {
         port.dec_ref();
         t1.join().unwrap();
         t2.join().unwrap();
-        assert_eq!(kernel.stops(), 1, "torn down exactly once");
+        assert_eq!(kernel.teardowns(), 1, "torn down exactly once");
         assert!(!kernel.is_registered(100), "the last dec_ref tore the port down");
         assert!(!isb.is_assigned());
     });
@@ -278,14 +279,15 @@ fn post_races_shutdown() {
     });
 }
 
-/// Model 8: a port without workers, whose two waiters wait in the selector themselves, while
-/// this thread posts and calls `wakeup`: the post goes to exactly one of them, the wakeup
-/// releases the other; a waiter that counted itself as polling is always poked, so nobody
-/// waits forever. Plant `poller_counts_late`: a waiter looks at the queue before counting
-/// itself as polling.
+/// Model 8: two waiters on a port without workers (one waits in epoll, one parks) while this
+/// thread posts and calls `wakeup`: the post goes to exactly one of them, the wakeup releases
+/// the other, nobody waits forever. Plants `poller_blocks_blind` (the poller blocks in epoll
+/// without looking again after marking itself blocked, so a wakeup made just before the mark
+/// is neither seen nor poked) and `wakeup_left_to_searcher` (a wakeup made while a woken thread
+/// is still looking is left to that thread, which takes the post instead).
 #[test]
-fn polling_waiters_race_post_and_wakeup() {
-    model("polling_waiters_race_post_and_wakeup", || {
+fn waiters_race_post_and_wakeup() {
+    model("waiters_race_post_and_wakeup", || {
         let port = Port::builder().threads(0).build().unwrap();
         let waiters: Vec<_> = (0..2)
             .map(|_| {
@@ -301,14 +303,14 @@ fn polling_waiters_race_post_and_wakeup() {
     });
 }
 
-/// Model 9: two completions posted while one waiter spins and another is parked. A producer
-/// that sees the spinner wakes nobody, so a waiter that leaves `next_completion` with more
-/// left in the queue must wake the next one: each waiter gets one. Plant `no_hand_on`:
-/// nobody hands on what is left.
+/// Model 9: two posts while one waiter waits in epoll and one is parked. The first post wakes
+/// the parked one, which then counts as looking for work, so the second post wakes nobody: a
+/// woken thread that stops looking with work still queued passes the look on. Each waiter gets
+/// one post. Plant `no_pass_on`: the last woken thread to stop looking wakes nobody.
 #[test]
-fn spinner_hands_on_the_rest() {
-    model("spinner_hands_on_the_rest", || {
-        let port = port();
+fn searcher_passes_the_look_on() {
+    model("searcher_passes_the_look_on", || {
+        let port = Port::builder().threads(0).build().unwrap();
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let p = port.clone();
@@ -319,7 +321,7 @@ fn spinner_hands_on_the_rest() {
         port.post(1, 2).unwrap();
         let mut got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
         got.sort();
-        assert_eq!(got, vec![Some(1), Some(2)], "each waiter gets one completion");
+        assert_eq!(got, vec![Some(1), Some(2)], "each waiter gets one post");
     });
 }
 
@@ -377,5 +379,94 @@ fn close_races_shutdown() {
             want.push((Op::Close, Status::Ok));
         }
         assert_eq!(got, want, "closed: {closed}; every completion before PortClosed, Close last");
+    });
+}
+
+/// Model 12: no stranding. One epoll wait gives a waiter two completions; it returns one and
+/// its thread ends, while another waiter waits in `next_completion`. What the first left in its
+/// queue must reach the second (the leaving thread's context hands its queue to the shared
+/// one and wakes a waiter). Plant `retire_keeps_work`: a thread that leaves for good keeps what
+/// its queue held.
+#[test]
+fn no_completion_stranded_when_its_taker_leaves() {
+    model("no_completion_stranded_when_its_taker_leaves", || {
+        let port = Port::builder().threads(0).build().unwrap();
+        let (a, peer_a) = pair(&port, 100);
+        let (b, peer_b) = pair(&port, 101);
+        let isb_a = port.assign(a, 1).unwrap();
+        let isb_b = port.assign(b, 2).unwrap();
+        port.start_io(&isb_a, Request::read_some(vec![0; 4])).unwrap();
+        port.start_io(&isb_b, Request::read_some(vec![0; 4])).unwrap();
+        peer_a.send(b"a");
+        peer_b.send(b"b");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let p = port.clone();
+                thread::spawn(move || p.next_completion(None).unwrap().expect("no timeout").token())
+            })
+            .collect();
+        let mut got: Vec<u64> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![1, 2], "each read's completion reaches a waiter");
+        drop((isb_a, isb_b));
+    });
+}
+
+/// Model 13: a stream is closed while its read's completion sits, untaken, in the worker's
+/// queue. The Close completion waits until that completion has been taken (the taker delivers
+/// it), so the Close is the stream's last whichever queue each sits in, and each comes once.
+/// Plant `close_not_deferred`: close delivers its completion at once, into the shared queue,
+/// which a taker looks at before other threads' queues.
+#[test]
+fn close_waits_for_the_streams_last_completion() {
+    model("close_waits_for_the_streams_last_completion", || {
+        let port = port();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+        let sender = thread::spawn(move || peer.send(b"x"));
+        sender.join().unwrap();
+        port.close(&isb).unwrap();
+        let done = drain(&port);
+        let ops: Vec<(Op, Status)> = done.iter().map(|c| (c.op(), c.status())).collect();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(
+            matches!(ops[0], (Op::Read, Status::Ok | Status::Cancelled)),
+            "the read ends before the close: {ops:?}"
+        );
+        assert_eq!(ops[1], (Op::Close, Status::Ok), "the Close completion is the stream's last: {ops:?}");
+    });
+}
+
+/// Model 14: shutdown races a waiter woken for a post. Each of two waiters takes completions
+/// until `PortClosed`: the post is taken exactly once before, and both end (nobody parks after
+/// shutdown woke everyone). Plant `searcher_misses_close`: the look before parking ignores
+/// shutdown.
+#[test]
+fn shutdown_races_a_searcher() {
+    model("shutdown_races_a_searcher", || {
+        let port = Port::builder().threads(0).build().unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let p = port.clone();
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    loop {
+                        match p.next_completion(None) {
+                            Ok(Some(c)) => got.push(c.value()),
+                            Ok(None) => {}
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::PortClosed);
+                                return got;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        port.post(1, 5).unwrap();
+        port.shutdown();
+        let got: Vec<u64> = waiters.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        assert_eq!(got, vec![5], "the post is taken once, before PortClosed");
     });
 }

@@ -31,6 +31,11 @@ impl Events {
         Events { buf: vec![libc::epoll_event { events: 0, u64: 0 }; cap.max(1)], len: 0 }
     }
 
+    /// Events the last wait returned.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf[..self.len].iter().map(|e| {
             let bits = e.events;

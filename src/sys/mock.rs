@@ -35,8 +35,8 @@ struct Table {
     regs: Vec<Reg>,
     ready: Vec<(RawFd, Readiness)>,
     stopped: bool,
-    /// Calls of `stop` (one per teardown of a port with workers).
-    stops: usize,
+    /// Teardowns of the port (`Selector::torn_down`).
+    teardowns: usize,
     timer_deadline: Option<Instant>,
     timer_armed: bool,
     timer_fired: bool,
@@ -95,10 +95,9 @@ impl Kernel {
         self.state.cv.notify_all();
     }
 
-    /// How many times the selector was told to stop: once per teardown of a port with
-    /// workers (a polling port's shutdown stops it too).
-    pub fn stops(&self) -> usize {
-        lock(&self.state.table).stops
+    /// How many times the port was torn down (the models check: exactly once).
+    pub fn teardowns(&self) -> usize {
+        lock(&self.state.table).teardowns
     }
 
     /// Whether `fd` is registered (not deregistered).
@@ -115,6 +114,10 @@ pub(crate) struct Events {
 impl Events {
     pub(crate) fn with_capacity(cap: usize) -> Events {
         Events { list: Vec::with_capacity(cap.max(1)) }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = Event> + '_ {
@@ -204,10 +207,7 @@ impl Selector {
     }
 
     pub(crate) fn stop(&self) -> io::Result<()> {
-        let mut t = lock(&self.state.table);
-        t.stopped = true;
-        t.stops += 1;
-        drop(t);
+        lock(&self.state.table).stopped = true;
         self.state.cv.notify_all();
         Ok(())
     }
@@ -222,6 +222,11 @@ impl Selector {
         drop(t);
         self.state.cv.notify_all();
         Ok(())
+    }
+
+    /// The port's teardown ran (counted for the models).
+    pub(crate) fn torn_down(&self) {
+        lock(&self.state.table).teardowns += 1;
     }
 
     pub(crate) fn poke(&self) {

@@ -1,0 +1,744 @@
+//! [`Port`]: the counted handle, its builder, and every call a program makes on it.
+//!
+//! The rooms of the port: `engine.rs` (what events and finished requests do to streams),
+//! `wait.rs` (who polls epoll, who parks, who is woken: the wake protocol), `lifecycle.rs`
+//! (reference count, post gate, shutdown, teardown), `timers.rs` (deadlines and back-offs),
+//! `stats.rs` (the counters behind [`Port::stats`]).
+
+mod engine;
+mod lifecycle;
+mod stats;
+mod timers;
+mod wait;
+
+pub use stats::Stats;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::completion::{Completion, Status};
+use crate::driver::{self, Driver};
+use crate::error::{Error, ErrorKind, Result, StartError};
+use crate::isb::{self, Isb, Pending, Stream};
+use crate::queue::Local;
+use crate::request::{Kind, Op, Request, Side};
+use crate::sync::{lock, thread, Arc, AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::sys::socket::{self, Connecting};
+use crate::sys::Selector;
+use crate::token::Table;
+use stats::Counters;
+use timers::{TimerKind, Timers};
+
+/// The port accepts new I/O.
+const OPEN: u8 = 0;
+/// `shutdown` began: new I/O is refused, pending I/O is being cancelled.
+const CLOSING: u8 = 1;
+/// Every completion the port will ever produce is queued; waiters that find nothing left
+/// return `PortClosed`.
+const CLOSED: u8 = 2;
+
+/// The most worker threads a port may have.
+pub const MAX_THREADS: usize = 1024;
+
+/// The bit of `Shared::posting` that refuses new posts.
+const GATE_CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// How long a listener rests after accept failed for lack of fds (EMFILE, ENFILE) before it
+/// tries again: the error is reported once per rest, never in a spin.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The state every handle, worker and waiting thread shares.
+pub(crate) struct Shared {
+    pub(crate) selector: Selector,
+    streams: Table<Arc<Stream>>,
+    timers: Mutex<Timers>,
+    /// Who waits where, the queues, who is woken (see `wait.rs`).
+    wait: wait::Wait,
+    /// Live `Port` handles (the reference count).
+    handles: AtomicUsize,
+    /// OPEN, CLOSING or CLOSED.
+    state: AtomicU8,
+    /// The post gate: the number of `post` calls between their check and their push, plus
+    /// `GATE_CLOSED` once shutdown began. One word, so post and shutdown need no Dekker pair.
+    posting: AtomicUsize,
+    workers: Mutex<Vec<thread::JoinHandle<()>>>,
+    threads: usize,
+}
+
+/// Where the completion of a finished request goes.
+pub(crate) enum Deliver<'a> {
+    /// Produced outside a dispatch (a call from any thread): into the port's shared queue,
+    /// waking a thread for it if need be.
+    Queue,
+    /// Produced by this thread's dispatch: into its own queue (others take from it only when
+    /// it is slow to come back), counted on its counters.
+    Local(&'a Local<Completion>, &'a Counters),
+    /// Back to the caller of `start_io_inline`, not queued (the first one; any other goes to
+    /// the shared queue).
+    Hand(&'a mut Option<Completion>),
+}
+
+/// An I/O completion port: one epoll instance, and a queue of completions that any number of
+/// threads take with [`Port::next_completion`]. The threads in `next_completion` do the I/O
+/// themselves: one of them at a time waits in epoll, and the one that handles an event is
+/// the one that returns its completion, with no thread hop. Dedicated workers
+/// ([`Builder::threads`]) are optional extra pollers.
+///
+/// `Port` is a counted handle: [`Clone`] (or [`Port::inc_ref`]) adds a reference, dropping
+/// (or [`Port::dec_ref`]) removes one. When the last handle goes, the port shuts down, wakes
+/// and joins its workers, deassigns every stream (closing their fds), drops every completion
+/// still queued (freeing its buffers) and closes the epoll instance. Dropping the last handle
+/// never hangs on pending I/O: it is cancelled.
+///
+/// A `Port` is `Send + Sync`; every method can be called from any thread at any time,
+/// including while other threads wait in `next_completion`.
+///
+/// # Examples
+///
+/// ```
+/// use cport::{Port, Request, Status};
+/// use std::os::unix::net::UnixStream;
+///
+/// let port = Port::new()?;
+/// let (a, mut b) = UnixStream::pair()?;
+/// let isb = port.assign(cport::driver::UnixStream::new(a), 42)?;
+/// port.start_io(&isb, Request::read_some(vec![0; 64]))?;
+/// std::io::Write::write_all(&mut b, b"hello")?;
+/// let done = port.next_completion(None)?.expect("no timeout was given");
+/// assert_eq!((done.token(), done.status(), done.data()), (42, Status::Ok, &b"hello"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Port {
+    shared: Arc<Shared>,
+}
+
+/// Configures a [`Port`].
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    threads: usize,
+}
+
+impl Builder {
+    /// Dedicated worker threads, extra pollers besides the threads in `next_completion`.
+    /// Default 0, the fastest configuration: the threads in `next_completion` wait in epoll
+    /// themselves, one at a time, and the thread that handles an event returns its
+    /// completion.
+    ///
+    /// Workers help programs whose handlers are slow (they keep the I/O moving while every
+    /// thread in `next_completion` is busy elsewhere) and programs that start I/O from
+    /// threads that never call `next_completion`. A worker sleeps while the threads in
+    /// `next_completion` keep up; its completions reach a waiting thread through a wake-up.
+    /// Without workers, I/O moves only while some thread is in `next_completion`.
+    pub fn threads(mut self, n: usize) -> Builder {
+        self.threads = n;
+        self
+    }
+
+    /// Creates the port and starts its workers.
+    ///
+    /// # Errors
+    /// `InvalidInput` for more than `MAX_THREADS` threads; `Os` when epoll, an eventfd, the
+    /// timerfd or a thread cannot be created.
+    pub fn build(self) -> Result<Port> {
+        let threads = self.threads;
+        if threads > MAX_THREADS {
+            return Err(Error::invalid(format!("{threads} worker threads is more than the limit of {MAX_THREADS}")));
+        }
+        let selector = Selector::new().map_err(|e| Error::from_io(&e, "creating the epoll selector"))?;
+        let shared = Arc::new(Shared {
+            selector,
+            streams: Table::new(),
+            timers: Mutex::new(Timers::new()),
+            wait: wait::Wait::new(),
+            handles: AtomicUsize::new(1),
+            state: AtomicU8::new(OPEN),
+            posting: AtomicUsize::new(0),
+            workers: Mutex::new(Vec::with_capacity(threads)),
+            threads,
+        });
+        shared.wait.link.set(shared.clone());
+        let port = Port { shared };
+        for i in 0..threads {
+            let s = port.shared.clone();
+            let spawned = thread::Builder::new().name(format!("cport-worker-{i}")).spawn(move || s.run_worker());
+            match spawned {
+                Ok(h) => lock(&port.shared.workers).push(h),
+                // Dropping `port` tears down the workers already started.
+                Err(e) => return Err(Error::from_io(&e, format!("spawning worker thread {i}"))),
+            }
+        }
+        Ok(port)
+    }
+}
+
+impl Port {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A port with the default settings.
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn new() -> Result<Port> {
+        Port::builder().build()
+    }
+
+    /// Adds a reference: the same as `clone`.
+    pub fn inc_ref(&self) -> Port {
+        self.clone()
+    }
+
+    /// Removes a reference: the same as `drop`. The last one tears the port down.
+    pub fn dec_ref(self) {
+        drop(self)
+    }
+
+    /// Number of dedicated worker threads.
+    pub fn threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// Number of assigned streams.
+    pub fn streams(&self) -> usize {
+        self.shared.streams.len()
+    }
+
+    /// What the port has done so far, summed over its threads (see [`Stats`]). Cheap: each
+    /// thread keeps its own counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.wait.stats()
+    }
+
+    /// Attaches `driver`'s stream to the port. `token` comes back in every completion of the
+    /// stream.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the driver refuses the fd (a pipe given to a socket driver, a socket
+    /// of the wrong kind) or epoll cannot watch it (a regular file, an fd already assigned);
+    /// `PortClosed` after shutdown.
+    pub fn assign(&self, driver: impl Driver, token: u64) -> Result<Isb> {
+        self.assign_boxed(Box::new(driver), token)
+    }
+
+    /// [`Port::assign`] for a boxed driver, such as the one an accept completion carries.
+    ///
+    /// # Errors
+    /// As [`Port::assign`].
+    pub fn assign_boxed(&self, mut driver: Box<dyn Driver>, token: u64) -> Result<Isb> {
+        let name = driver.name();
+        // A driver refusing the fd (not a socket, the wrong kind) says `InvalidInput`, which
+        // `from_io` keeps as bad input rather than an OS failure.
+        driver.attach().map_err(|e| Error::from_io(&e, format!("assign {name} {token}")))?;
+        let fd = driver.fd();
+        if fd < 0 {
+            return Err(Error::invalid(format!("assign {name} {token}: the driver has no fd ({fd})")));
+        }
+        let key = self.shared.key();
+        // The state is checked again after the insert: shutdown takes its snapshot of the
+        // table after it set CLOSING, so a stream inserted before that is in the snapshot and
+        // one whose second look sees CLOSING is removed again (ARCHITECTURE.md, "Shutdown").
+        if self.shared.state.load(Ordering::SeqCst) != OPEN {
+            driver.detach();
+            return Err(Error::closed());
+        }
+        let mut stream = None;
+        let t = self.shared.streams.insert_with(|t| {
+            let s = Arc::new(Stream::new(key, t, token, driver));
+            stream = Some(s.clone());
+            s
+        });
+        let stream = stream.expect("just inserted");
+        if self.shared.state.load(Ordering::SeqCst) != OPEN {
+            self.shared.streams.remove(t);
+            if let Some(mut d) = stream.lock().driver.take() {
+                d.detach();
+            }
+            return Err(Error::closed());
+        }
+        if let Err(e) = self.shared.selector.register(fd, stream.token.to_u64()) {
+            let mut inner = stream.lock();
+            if let Some(mut d) = inner.driver.take() {
+                d.detach();
+            }
+            drop(inner);
+            self.shared.streams.remove(stream.token);
+            let why = match e.raw_os_error() {
+                Some(libc::EEXIST) => "the fd is already assigned to this port".to_string(),
+                Some(libc::EPERM) => "epoll cannot watch this kind of fd (a regular file or directory?)".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(Error::new(ErrorKind::InvalidInput, format!("assign {name} {token} (fd {fd}): {why}")));
+        }
+        Ok(Isb { stream })
+    }
+
+    /// Opens a nonblocking TCP connection to `addr` and assigns it. The connect completes
+    /// (as `Op::Connect` on the returned ISB) once the connection is up or has failed; a
+    /// refused connection is a `Failed` completion whose error kind is
+    /// `Os(ConnectionRefused)`.
+    ///
+    /// # Errors
+    /// `Os` if no socket can be created; `PortClosed` once shutdown has begun (also when it
+    /// begins during the call: the socket is closed and nothing is queued).
+    pub fn connect(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
+        let c = socket::connect_tcp(addr).map_err(|e| Error::from_io(&e, format!("connect to {addr}")))?;
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
+    }
+
+    /// [`Port::connect`] for a Unix-domain stream socket at `path`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a path that is empty, too long or holds a NUL byte; otherwise as
+    /// [`Port::connect`].
+    pub fn connect_unix(&self, path: impl AsRef<Path>, token: u64) -> Result<Isb> {
+        let path = path.as_ref();
+        let c = socket::connect_unix(path).map_err(|e| Error::from_io(&e, format!("connect to {}", path.display())))?;
+        self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token)
+    }
+
+    /// [`Port::connect`] from a local port in `range` (see [`PortRange`](crate::net::PortRange)):
+    /// the socket is bound to the first port of the range that is free, on the unspecified
+    /// address of `addr`'s family (so the kernel still picks the source address), before the
+    /// nonblocking connect starts. Use it where a firewall admits only some ports. The connect
+    /// completes as for [`Port::connect`].
+    ///
+    /// # Errors
+    /// `Os(AddrInUse)`, with a message naming the range, when every port of `range` is in use;
+    /// `Os` for any other failure to create or bind the socket; `PortClosed` as for
+    /// [`Port::connect`].
+    pub fn connect_in_range(&self, addr: SocketAddr, range: &crate::net::PortRange, token: u64) -> Result<Isb> {
+        let c = socket::connect_tcp_from(addr, range.first(), range.last())
+            .map_err(|e| Error::from_io(&e, format!("connect to {addr} from a local port in {range}")))?;
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
+    }
+
+    fn start_connect(
+        &self,
+        c: Connecting,
+        wrap: impl FnOnce(std::os::fd::OwnedFd) -> Box<dyn Driver>,
+        token: u64,
+    ) -> Result<Isb> {
+        let (fd, outcome) = match c {
+            Connecting::Done(fd) => (fd, Some(Ok(()))),
+            Connecting::InProgress(fd) => (fd, None),
+            Connecting::Failed(fd, e) => (fd, Some(Err(e))),
+        };
+        let isb = self.assign_boxed(wrap(fd), token)?;
+        let stream = &isb.stream;
+        let mut inner = stream.lock();
+        #[cfg(loom)]
+        let check = !crate::sync::planted("connect_unchecked");
+        #[cfg(not(loom))]
+        let check = true;
+        // Planted bug `connect_unchecked`: start the connect without looking at the state again.
+        if check && self.shared.state.load(Ordering::SeqCst) != OPEN {
+            // Shutdown began after the assign, and its cancel pass may be past this stream: a
+            // connect started now could complete after `PortClosed`. Refuse it as `assign`
+            // would have (see ARCHITECTURE.md, "Shutdown", step 1); nobody has the ISB yet.
+            drop(inner);
+            let _ = self.shared.release(stream, false);
+            return Err(Error::closed());
+        }
+        if !stream.begin(Side::Write, &inner) {
+            return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
+        }
+        inner.pending[Side::Write as usize] =
+            Some(Box::new(Pending { req: Request { kind: Kind::Connect, progress: None }, done: 0 }));
+        match outcome {
+            Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, &mut Deliver::Queue),
+            Some(Err(e)) => {
+                let status =
+                    if e.kind() == std::io::ErrorKind::ConnectionReset { Status::Abandoned } else { Status::Failed };
+                self.shared.finish(stream, &mut inner, Side::Write, status, Some(e), &mut Deliver::Queue)
+            }
+            None => self.shared.rearm(stream, &mut inner, &mut Deliver::Queue),
+        }
+        drop(inner);
+        Ok(isb)
+    }
+
+    /// Starts `req` on `isb`'s stream. Exactly one completion follows, whatever happens next
+    /// (success, error, peer hang-up, cancel, close, timeout, deassign, shutdown).
+    ///
+    /// An I/O that can finish at once (data already buffered, room in the send buffer) does
+    /// so here, without waiting for epoll; its completion still goes through the queue.
+    ///
+    /// # Errors
+    /// The request comes back inside the [`StartError`], with its buffers:
+    /// `InvalidInput` for bad arguments, an operation the driver does not support, or an ISB
+    /// of another port; `NotAssigned` for a deassigned or closed stream; `Busy` when the side
+    /// (read or write) already has an I/O or an untaken completion; `PortClosed` after
+    /// shutdown.
+    pub fn start_io(&self, isb: &Isb, req: Request) -> std::result::Result<(), StartError> {
+        self.start(isb, req, &mut Deliver::Queue)
+    }
+
+    fn start(&self, isb: &Isb, req: Request, how: &mut Deliver<'_>) -> std::result::Result<(), StartError> {
+        let stream = &isb.stream;
+        let token = stream.user_token;
+        if stream.port_key != self.shared.key() {
+            return Err(StartError::new(
+                Error::invalid(format!("{} on stream {token}: the ISB belongs to another port", req.op())),
+                req,
+            ));
+        }
+        if let Err(why) = req.validate() {
+            return Err(StartError::new(Error::invalid(format!("{why} (stream {token})")), req));
+        }
+        let op = req.op();
+        let Some(side) = op.side().filter(|_| op != Op::Connect) else {
+            return Err(StartError::new(Error::invalid(format!("{op} cannot be started with start_io")), req));
+        };
+        let mut inner = stream.lock();
+        let Some(driver) = inner.driver.as_ref() else {
+            return Err(StartError::new(not_assigned(op, token), req));
+        };
+        if self.shared.state.load(Ordering::SeqCst) != OPEN {
+            return Err(StartError::new(Error::closed(), req));
+        }
+        if !driver.supports(op) {
+            let e = Error::invalid(format!("{op} on {}: the driver does not support it", stream.describe(&inner)));
+            return Err(StartError::new(e, req));
+        }
+        if !stream.begin(side, &inner) {
+            let what = if stream.side_state(side) == isb::BUSY {
+                "has an I/O in progress"
+            } else {
+                "has a completion not yet taken"
+            };
+            let side_name = if side == Side::Read { "read" } else { "write" };
+            let e = Error::new(
+                ErrorKind::Busy,
+                format!("{op} on {}: the {side_name} side {what}", stream.describe(&inner)),
+            );
+            return Err(StartError::new(e, req));
+        }
+        let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
+        inner.pending[side as usize] = Some(Box::new(Pending { req, done: 0 }));
+        // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE, or a
+        // read on a stream the last read drained (readiness will tell when data is there).
+        let skip = match op {
+            Op::Accept => inner.backoff.is_some(),
+            Op::Read | Op::ReadVectored => inner.drained && !poll_read,
+            _ => false,
+        };
+        if !skip {
+            self.shared.advance(stream, &mut inner, side, false, how);
+        }
+        self.shared.rearm(stream, &mut inner, &mut Deliver::Queue);
+        Ok(())
+    }
+
+    /// Like [`Port::start_io`], but an I/O that finishes at once is not queued: its completion
+    /// comes back here (`Ok(Some)`), and no thread is woken for it (IOCP's "skip completion
+    /// port on success"). `Ok(None)`: the I/O is pending and its completion will come through
+    /// `next_completion` as usual. A thread that handles a completion and starts the next I/O
+    /// on the same stream (an echo's write) saves a queue trip and a wake-up this way.
+    ///
+    /// # Errors
+    /// As [`Port::start_io`].
+    pub fn start_io_inline(&self, isb: &Isb, req: Request) -> std::result::Result<Option<Completion>, StartError> {
+        let mut done = None;
+        self.start(isb, req, &mut Deliver::Hand(&mut done))?;
+        Ok(done)
+    }
+
+    /// Starts a read of `min..=max` bytes: [`Request::read`].
+    ///
+    /// # Errors
+    /// As [`Port::start_io`].
+    pub fn read(
+        &self,
+        isb: &Isb,
+        buf: Vec<u8>,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> std::result::Result<(), StartError> {
+        self.start_io(isb, Request::read(buf, range))
+    }
+
+    /// Starts a write of the whole buffer: [`Request::write`].
+    ///
+    /// # Errors
+    /// As [`Port::start_io`].
+    pub fn write(&self, isb: &Isb, buf: Vec<u8>) -> std::result::Result<(), StartError> {
+        self.start_io(isb, Request::write(buf))
+    }
+
+    /// Starts an accept: [`Request::accept`].
+    ///
+    /// # Errors
+    /// As [`Port::start_io`].
+    pub fn accept(&self, isb: &Isb) -> std::result::Result<(), StartError> {
+        self.start_io(isb, Request::accept())
+    }
+
+    /// Cancels the I/O pending on `isb` (both sides). Each cancelled I/O still queues exactly
+    /// one completion, with status `Cancelled`; an I/O that had already finished keeps its
+    /// own completion. Returns how many I/Os were cancelled.
+    ///
+    /// After [`Port::shutdown`] it still works and returns 0: shutdown cancelled everything
+    /// (or, while it runs, whichever of the two gets the stream first ends the I/O, and its
+    /// completion still comes before `PortClosed`).
+    ///
+    /// # Errors
+    /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one.
+    pub fn cancel(&self, isb: &Isb) -> Result<usize> {
+        let stream = self.own(isb, Op::Read)?;
+        #[cfg(loom)]
+        if crate::sync::planted("cancel_toctou") {
+            // Planted bug: count what to cancel from the side states before taking the lock; by
+            // the time the lock is held the count may be stale (an I/O finished meanwhile).
+            let busy = [Side::Read, Side::Write].into_iter().filter(|s| stream.side_state(*s) == isb::BUSY).count();
+            let mut inner = stream.lock();
+            self.shared.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
+            return Ok(busy);
+        }
+        let mut inner = stream.lock();
+        if inner.driver.is_none() {
+            return Err(Error::new(
+                ErrorKind::NotAssigned,
+                format!("cancel on stream {}: not assigned", stream.user_token),
+            ));
+        }
+        Ok(self.shared.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue))
+    }
+
+    /// Sets the stream's deadline: I/O still pending `after` from now ends as `TimedOut`.
+    /// `None` clears the deadline. The deadline fires once; set it again for the next I/O.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one,
+    /// `PortClosed` once shutdown has begun (nothing is left to time out).
+    pub fn set_timeout(&self, isb: &Isb, after: Option<Duration>) -> Result<()> {
+        let stream = self.own(isb, Op::Read)?;
+        let mut inner = stream.lock();
+        if inner.driver.is_none() {
+            return Err(Error::new(
+                ErrorKind::NotAssigned,
+                format!("set_timeout on stream {}: not assigned", stream.user_token),
+            ));
+        }
+        if self.shared.state.load(Ordering::SeqCst) != OPEN {
+            return Err(Error::new(
+                ErrorKind::PortClosed,
+                format!("set_timeout on stream {}: the port was shut down", stream.user_token),
+            ));
+        }
+        if let Some((id, _)) = inner.deadline.take() {
+            self.shared.disarm_timer(id);
+        }
+        if let Some(after) = after {
+            let deadline = Instant::now()
+                .checked_add(after)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
+            inner.deadline = Some(self.shared.arm_timer(deadline, stream.token, TimerKind::Deadline));
+        }
+        Ok(())
+    }
+
+    /// Detaches the stream: its pending I/O completes as `Cancelled` (buffers come back),
+    /// then the driver is detached and dropped (closing the fd) and the ISB becomes invalid.
+    /// No completion of the stream is queued after this returns, even if the fd number is
+    /// reused at once by a new stream. It works after [`Port::shutdown`] too: that is how a
+    /// stream is released before the last handle goes (it queues nothing then).
+    ///
+    /// # Errors
+    /// `InvalidInput` for an ISB of another port, `NotAssigned` if already deassigned.
+    pub fn deassign(&self, isb: &Isb) -> Result<()> {
+        let stream = self.own(isb, Op::Close)?;
+        self.shared.release(stream, false)
+    }
+
+    /// Shuts down the sending direction of a socket stream (`shutdown(SHUT_WR)`): the peer
+    /// reads end of stream after the bytes already sent, and reads on this side go on. A server
+    /// does this before it closes a connection whose peer may still be sending, so that the
+    /// kernel does not answer unread data with a reset that destroys replies in flight.
+    ///
+    /// # Errors
+    /// `Busy` while a write is pending on the stream; `NotAssigned` for a closed stream;
+    /// `InvalidInput` for an ISB of another port; `Os` for a stream that is not a socket.
+    pub fn shutdown_write(&self, isb: &Isb) -> Result<()> {
+        let stream = self.own(isb, Op::Write)?;
+        let inner = stream.lock();
+        let Some(driver) = inner.driver.as_ref() else {
+            return Err(not_assigned(Op::Write, stream.user_token));
+        };
+        if stream.side_state(Side::Write) == isb::BUSY {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("shutdown_write on {}: a write is in progress", stream.describe(&inner)),
+            ));
+        }
+        socket::shutdown_write(driver.fd())
+            .map_err(|e| Error::from_io(&e, format!("shutdown_write on {}", stream.describe(&inner))))
+    }
+
+    /// Closes the stream: pending reads and writes complete as `Cancelled`, then the fd is
+    /// closed and an `Op::Close` completion with status `Ok` is queued, the stream's last.
+    /// The ISB is then invalid, as after [`Port::deassign`].
+    ///
+    /// # Errors
+    /// `InvalidInput` for an ISB of another port, `NotAssigned` if already closed.
+    /// `PortClosed` once shutdown has begun: its completion would come after `PortClosed`, so
+    /// nothing is done; [`Port::deassign`] (or dropping the last handle) releases the stream.
+    pub fn close(&self, isb: &Isb) -> Result<()> {
+        let stream = self.own(isb, Op::Close)?;
+        self.shared.release(stream, true)
+    }
+
+    fn own<'a>(&self, isb: &'a Isb, op: Op) -> Result<&'a Arc<Stream>> {
+        if isb.stream.port_key != self.shared.key() {
+            return Err(Error::invalid(format!(
+                "{op} on stream {}: the ISB belongs to another port",
+                isb.stream.user_token
+            )));
+        }
+        Ok(&isb.stream)
+    }
+
+    /// Queues a user completion (`Op::Post`, status `Ok`) carrying `token` and `value`
+    /// (IOCP's `PostQueuedCompletionStatus`).
+    ///
+    /// # Errors
+    /// `PortClosed` after shutdown: then nothing was queued.
+    pub fn post(&self, token: u64, value: u64) -> Result<()> {
+        let s = &self.shared;
+        #[cfg(loom)]
+        if crate::sync::planted("post_unguarded") {
+            // Planted bug: check the state and push without telling shutdown a post is under way.
+            if s.state.load(Ordering::SeqCst) != OPEN {
+                return Err(Error::closed());
+            }
+            let mut c = Completion::new(token, None, Op::Post, Status::Ok);
+            c.value = value;
+            s.deliver(c, &mut Deliver::Queue);
+            return Ok(());
+        }
+        s.enter_gate()?;
+        let mut c = Completion::new(token, None, Op::Post, Status::Ok);
+        c.value = value;
+        s.deliver(c, &mut Deliver::Queue);
+        s.leave_gate();
+        Ok(())
+    }
+
+    /// Waits for the next completion, at most `timeout` (`None`: no limit).
+    ///
+    /// Returns `Ok(None)` when the timeout passed or [`Port::wakeup`] woke this thread. Any
+    /// number of threads may wait at once; each completion goes to exactly one of them, in
+    /// the order completions were queued.
+    ///
+    /// # Errors
+    /// `PortClosed` once the port is shut down and every completion has been taken.
+    pub fn next_completion(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
+        self.shared.next(timeout, None)
+    }
+
+    /// Takes a completion if one is queued, without waiting.
+    ///
+    /// # Errors
+    /// As [`Port::next_completion`].
+    pub fn try_next_completion(&self) -> Result<Option<Completion>> {
+        self.next_completion(Some(Duration::ZERO))
+    }
+
+    /// Waits like [`Port::next_completion`] for the first completion, then takes up to `max`
+    /// in all without waiting again, appending them to `out` and leaving the rest for other
+    /// threads (GetQueuedCompletionStatusEx). Returns how many were appended (0 on timeout or
+    /// wakeup).
+    ///
+    /// # Errors
+    /// `InvalidInput` for `max == 0`; otherwise as [`Port::next_completion`].
+    pub fn next_completions(&self, out: &mut Vec<Completion>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        if max == 0 {
+            return Err(Error::invalid("next_completions with max 0"));
+        }
+        let before = out.len();
+        match self.shared.next(timeout, Some((&mut *out, before + max - 1)))? {
+            Some(first) => {
+                out.insert(before, first);
+                Ok(out.len() - before)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Makes one thread blocked in `next_completion` return `Ok(None)` at once; with none
+    /// blocked, the next one that would block returns at once instead (seed 004's wakeup).
+    pub fn wakeup(&self) {
+        self.shared.wait.wakeup(&self.shared);
+    }
+
+    /// Shuts the port down: new I/O, assigns and posts are refused with `PortClosed`, every
+    /// pending I/O completes as `Cancelled`, and waiters drain the queued completions; after
+    /// the last one, `next_completion` returns `PortClosed`, and no completion is ever queued
+    /// after that. Streams stay assigned until deassigned or the last handle is dropped.
+    /// Calling it again does nothing. What every call does from then on is listed in one
+    /// table in the crate docs ("Shutdown").
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// The stand-in kernel of this port, for the loom models.
+    #[cfg(loom)]
+    pub fn kernel(&self) -> crate::model::Kernel {
+        self.shared.selector.kernel()
+    }
+
+    /// Number of threads waiting in `next_completion` right now with nothing to do: parked,
+    /// or blocked in `epoll_wait` for I/O.
+    pub fn waiters(&self) -> usize {
+        self.shared.wait.idle_waiters()
+    }
+
+    /// Number of armed timers (stream deadlines and accept back-offs).
+    pub fn timers(&self) -> usize {
+        lock(&self.shared.timers).wheel.len()
+    }
+
+    /// Whether [`Port::shutdown`] was called (or began).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.state.load(Ordering::SeqCst) != OPEN
+    }
+}
+
+fn not_assigned(op: Op, token: u64) -> Error {
+    Error::new(
+        ErrorKind::NotAssigned,
+        format!("{op} on stream {token}: the stream is not assigned (deassigned or closed)"),
+    )
+}
+
+impl fmt::Debug for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Port")
+            .field("threads", &self.shared.threads)
+            .field("streams", &self.streams())
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// The identity ISBs carry to recognise their port.
+    fn key(&self) -> usize {
+        self as *const Shared as usize
+    }
+}
+
+/// The `epoll_wait` timeout for `deadline`: -1 for none, else milliseconds rounded up (so the
+/// wait never ends before the deadline), capped at `i32::MAX`.
+fn timeout_ms(deadline: Option<Instant>) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        }
+    }
+}
