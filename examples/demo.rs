@@ -4,8 +4,8 @@
 //! cargo run --release --example demo [-- --secs S --conns C --threads N]
 //! ```
 //!
-//! Defaults: 3 seconds, 32 connections, N = the number of CPUs (worker threads per port, and as
-//! many handler threads per port calling [`Port::next_completion`]).
+//! Defaults: 3 seconds, 32 connections, N = the number of CPUs (handler threads per port calling
+//! [`Port::next_completion`], which do the I/O themselves: the ports have no workers).
 //!
 //! - The server listens on 127.0.0.1 (any free port) and echoes, as `examples/echo_server.rs`
 //!   does: accept -> read up to 16 KiB -> write those bytes back -> read again.
@@ -137,7 +137,7 @@ fn handlers(
 
 fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     // The server.
-    let server = Port::builder().threads(args.threads).build()?;
+    let server = Port::new()?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let lis = server.assign(cport::driver::TcpListener::new(listener), 0)?;
@@ -160,7 +160,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
         open: AtomicUsize::new(args.conns),
         tally: Tally::default(),
     });
-    let client_port = Port::builder().threads(args.threads).build()?;
+    let client_port = Port::new()?;
     let c = client.clone();
     let client_threads = handlers(&client_port, args.threads, move |port, done| c.handle(port, done));
     let start = Instant::now();
@@ -204,7 +204,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     let failures = client.failures.load(Relaxed);
     let unfinished = client.open.load(Relaxed);
     println!("connections     {}", args.conns);
-    println!("threads         {} per port", args.threads);
+    println!("threads         {} per port (in next_completion, no workers)", args.threads);
     println!("seconds         {:.2}", elapsed.as_secs_f64());
     println!("messages        {messages} ({MSG_LEN} bytes each way)");
     println!("messages/s      {:.0}", messages as f64 / elapsed.as_secs_f64());

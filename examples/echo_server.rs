@@ -4,12 +4,14 @@
 //! cargo run --release --example echo_server -- [ADDR] [--threads N]
 //! ```
 //!
-//! ADDR defaults to 127.0.0.1:7878 (use port 0 for any free port); N defaults to the number of
-//! CPUs. The first line on stdout is `listening <addr>`, with the address actually bound.
+//! ADDR defaults to 127.0.0.1:7878 (use port 0 for any free port). The first line on stdout is
+//! `listening <addr>`, with the address actually bound.
 //!
-//! The port's N worker threads do the socket I/O; N handler threads loop on
-//! [`Port::next_completion`] and decide what to start next. Each completion carries the ISB of
-//! its stream, so the handlers keep no table of connections:
+//! As many handler threads as CPUs loop on [`Port::next_completion`] and decide what to start
+//! next; by default they also do the socket I/O (the port has no workers: the fastest
+//! configuration). `--threads N` runs N handler threads and gives the port N dedicated workers
+//! too, for handlers that would be slow. Each completion carries the ISB of its stream, so the
+//! handlers keep no table of connections:
 //!
 //! - accept done: assign the new stream (token = a fresh connection id), start a read of up to
 //!   16 KiB on it, and start the next accept. A failed accept (EMFILE, say) is reported and the
@@ -37,7 +39,7 @@ const USAGE: &str = "usage: echo_server [ADDR] [--threads N]   (ADDR defaults to
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn main() -> ExitCode {
-    let (addr, threads) = match parse_args(std::env::args().skip(1)) {
+    let (addr, threads, workers) = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(addr, threads) {
+    match serve(addr, threads, workers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo_server: {e}");
@@ -57,16 +59,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The address and thread count; `None` for `--help`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<(SocketAddr, usize)>, String> {
+/// The address, the handler count and the worker count; `None` for `--help`.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<(SocketAddr, usize, usize)>, String> {
     let mut addr = None;
-    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handlers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = 0;
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(None);
         } else if arg == "--threads" {
             let n = args.next().ok_or("--threads needs a value")?;
-            threads = n.parse().ok().filter(|&n| n > 0).ok_or(format!("bad thread count {n:?}"))?;
+            handlers = n.parse().ok().filter(|&n| n > 0).ok_or(format!("bad thread count {n:?}"))?;
+            workers = handlers;
         } else if arg.starts_with('-') || addr.is_some() {
             return Err(format!("unexpected argument {arg:?}"));
         } else {
@@ -74,13 +78,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<(SocketAd
             addr = Some(found.ok_or(format!("bad address {arg:?}"))?);
         }
     }
-    Ok(Some((addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))), threads)))
+    Ok(Some((addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))), handlers, workers)))
 }
 
-fn serve(addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
+fn serve(addr: SocketAddr, threads: usize, workers: usize) -> Result<(), Box<dyn Error>> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    let port = Port::builder().threads(threads).build()?;
+    let port = Port::builder().threads(workers).build()?;
     let lis = port.assign(cport::driver::TcpListener::new(listener), 0)?;
     port.accept(&lis)?;
     println!("listening {local}");

@@ -3,19 +3,26 @@
 //! Start an I/O on a stream; any of many threads picks up its completion with
 //! [`Port::next_completion`], in the order operations finish.
 //!
-//! - A [`Port`] owns one epoll instance and a few worker threads. Streams are registered with
-//!   `EPOLLONESHOT` and re-armed only while they have pending I/O, so one worker at a time
-//!   services a stream. Workers do the nonblocking I/O themselves and queue [`Completion`]s.
+//! - A [`Port`] owns one epoll instance. The threads in `next_completion` wait in it one at a
+//!   time, do the nonblocking I/O of what it reports, and return the completions: the thread
+//!   that handles an event returns its completion (no thread hop) and keeps the rest of the
+//!   batch for its next calls. A parked thread is woken only when work is left that its owner
+//!   will not get to soon. Dedicated workers ([`Builder::threads`]) are optional extra pollers
+//!   for programs whose handlers are slow; without them, I/O moves while some thread is in
+//!   `next_completion`.
+//! - Streams are registered with `EPOLLONESHOT`: epoll reports a stream once, then not again
+//!   until cport re-arms it, which it does only while an I/O is pending; so one thread at a
+//!   time services a stream, and an idle stream costs no wake-ups.
 //! - A stream is attached with [`Port::assign`] through a [`Driver`] (built-ins in
 //!   [`driver`]: TCP, Unix-domain, UDP, any native fd) and named by its [`Isb`]. Each stream
 //!   is full duplex: one read-side and one write-side I/O may be pending at once.
 //! - Every I/O that was started ends in exactly one completion: success, end of stream,
 //!   error, peer hang-up, cancel, close, timeout, deassign or shutdown. Buffers are owned
-//!   by the request and come back in the completion.
-//! - Two ways to save thread hops: a port built with [`Builder::threads`]`(0)` has no
-//!   workers, and the threads in `next_completion` wait in epoll themselves (the thread that
-//!   does the I/O returns its completion); [`Port::start_io_inline`] hands an I/O that
-//!   finished at once straight back instead of queueing it.
+//!   by the request and come back in the completion. A stream's Close completion is its last.
+//! - Order: completions come in the order their I/O finished as seen by each thread that
+//!   dispatches them; completions dispatched by different threads are not ordered against each
+//!   other. [`Port::start_io_inline`] hands an I/O that finished at once straight back instead
+//!   of queueing it; [`Port::stats`] counts what the port did.
 //!
 //! ```
 //! use cport::{Port, Request, Op};

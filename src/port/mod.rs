@@ -629,8 +629,12 @@ impl Port {
     /// Waits for the next completion, at most `timeout` (`None`: no limit).
     ///
     /// Returns `Ok(None)` when the timeout passed or [`Port::wakeup`] woke this thread. Any
-    /// number of threads may wait at once; each completion goes to exactly one of them, in
-    /// the order completions were queued.
+    /// number of threads may wait at once; each completion goes to exactly one of them. While
+    /// it waits, the calling thread may poll epoll and do the I/O of what it reports (one
+    /// thread at a time does); the completions of that batch it returns from this call and the
+    /// next ones, in the order they finished, unless it stays away long, when another thread
+    /// takes them over. A thread that stops calling for good may leave them for up to a few
+    /// milliseconds; when it exits they are handed on at once.
     ///
     /// # Errors
     /// `PortClosed` once the port is shut down and every completion has been taken.

@@ -98,16 +98,32 @@ impl Counter {
 #[repr(align(128))]
 pub(crate) struct Counters {
     v: [StatCounter; COUNTERS],
+    /// Several threads add to these (the port's counters for threads without a context of
+    /// their own): an atomic add. Otherwise only the owning thread adds, and a plain load and
+    /// store do (readers may see a count a moment late).
+    shared: bool,
 }
 
 impl Counters {
+    /// A thread's own counters.
     pub(crate) fn new() -> Counters {
-        Counters { v: std::array::from_fn(|_| StatCounter::new(0)) }
+        Counters { v: std::array::from_fn(|_| StatCounter::new(0)), shared: false }
+    }
+
+    /// Counters any thread adds to.
+    pub(crate) fn new_shared() -> Counters {
+        Counters { shared: true, ..Counters::new() }
     }
 
     /// Adds `n` to `c`. Relaxed: the counts order nothing.
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        self.v[c as usize].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        let v = &self.v[c as usize];
+        if self.shared {
+            v.fetch_add(n, Relaxed);
+        } else {
+            v.store(v.load(Relaxed) + n, Relaxed);
+        }
     }
 
     /// Adds these counters into `s`.

@@ -36,6 +36,8 @@ const WAKE_PAYS_NS: u64 = 50_000;
 /// A thread that left the port less than this long ago, and whose visits away are short, is
 /// "back soon": what it left is its own to take, and nobody is woken for it.
 const SOON_NS: u64 = 1_000_000;
+/// One visit in this many measures the time away (the first one included).
+const SAMPLE: u32 = 8;
 /// How long a waiter at shutdown waits for a completion on its way to a queue (see W9).
 const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(1);
 /// How long the standby sleeps between looks while other threads are busy.
@@ -219,6 +221,8 @@ pub(crate) struct Ctx {
     ema_ns: u64,
     /// Where the next look at other queues starts, so thieves spread.
     next_victim: usize,
+    /// Calls of `next_completion` so far (for sampling the time away).
+    visits: u32,
 }
 
 #[cfg(not(loom))]
@@ -258,6 +262,7 @@ impl Ctx {
             left_at: None,
             ema_ns: 0,
             next_victim: 0,
+            visits: 0,
         }
     }
 
@@ -349,7 +354,7 @@ impl Wait {
             poll: AtomicU8::new(VACANT),
             wakeups: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
-            counters: Counters::new(),
+            counters: Counters::new_shared(),
             link: Arc::new(Link { alive: AtomicBool::new(true), shared: Mutex::new(None) }),
             origin: Instant::now(),
         }
@@ -654,9 +659,9 @@ impl Wait {
 
     /// W1: a waiter enters the port.
     fn enter(&self, ctx: &mut Ctx) {
-        if let Some(t) = ctx.left_at {
+        if let Some(t) = ctx.left_at.take() {
             let away = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            ctx.ema_ns = ctx.ema_ns - ctx.ema_ns / 8 + away / 8;
+            ctx.ema_ns = ctx.ema_ns - ctx.ema_ns / 4 + away / 4;
             ctx.peer.away_ema_ns.store(ctx.ema_ns, Relaxed);
         }
         ctx.peer.phase.set(BUSY);
@@ -667,9 +672,14 @@ impl Wait {
     /// it is slow to come back: then a parked thread is woken to take it. With no standby,
     /// one parked thread is woken to become it.
     fn leave(&self, ctx: &mut Ctx, shared: &Shared) {
-        let now = Instant::now();
-        ctx.left_at = Some(now);
-        ctx.peer.left_at_ns.store(u64::try_from(now.duration_since(self.origin).as_nanos()).unwrap_or(0), Relaxed);
+        // Time away is sampled, one visit in `SAMPLE` (reading the clock twice per message
+        // costs more than the rest of the bookkeeping).
+        ctx.visits = ctx.visits.wrapping_add(1);
+        if ctx.visits % SAMPLE == 0 {
+            let now = Instant::now();
+            ctx.left_at = Some(now);
+            ctx.peer.left_at_ns.store(u64::try_from(now.duration_since(self.origin).as_nanos()).unwrap_or(0), Relaxed);
+        }
         ctx.peer.phase.set(AWAY);
         let left = ctx.queue.len() > 0;
         if !left && self.poll.peek() != VACANT {
