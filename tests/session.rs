@@ -1422,3 +1422,69 @@ fn paced(half_close: bool) {
     assert_eq!(summary.limit_closes, 0, "{summary:?}");
     runner.join().unwrap().unwrap();
 }
+
+/// Issue 14's race, made deterministic. A session paces itself (it consumes nothing while its
+/// output is at the pause mark). One of its calls begins with the output at the mark (a send
+/// from outside the session put it there) and consumes nothing; while the call runs, the peer
+/// reads everything and the output drains (a write completes on the other run thread). No new
+/// bytes will come: the session must be fed its unconsumed requests again once the output has
+/// room, or the peer, which pipelined them, waits for its replies forever.
+#[test]
+fn a_session_that_paced_is_fed_again_when_its_output_drained_during_the_call() {
+    const PAUSE: usize = 64 * KIB;
+    const FILL: usize = 8 * MIB;
+    struct Gate {
+        paced: Mutex<mpsc::Sender<()>>,
+        go: Mutex<mpsc::Receiver<()>>,
+        once: std::sync::atomic::AtomicBool,
+    }
+    struct Pacer(Arc<Gate>);
+    impl Session for Pacer {
+        fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+            if out.connection().queued() >= PAUSE {
+                if !self.0.once.swap(true, Ordering::SeqCst) {
+                    // Hold this call until the test has seen the output drain.
+                    self.0.paced.lock().unwrap().send(()).unwrap();
+                    self.0.go.lock().unwrap().recv_timeout(GUARD).expect("the test lets the call end");
+                }
+                return Ok(0);
+            }
+            let mut used = 0;
+            while let Some(end) = data[used..].iter().position(|&b| b == b'\n') {
+                out.send(b"ok\n");
+                used += end + 1;
+            }
+            Ok(used)
+        }
+    }
+    let (paced_tx, paced_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    let gate = Arc::new(Gate {
+        paced: Mutex::new(paced_tx),
+        go: Mutex::new(go_rx),
+        once: std::sync::atomic::AtomicBool::new(false),
+    });
+    let conn: Arc<Mutex<Option<Connection>>> = Arc::default();
+    let keep = conn.clone();
+    let limits = Limits { pause_reading_at: PAUSE, max_outbox: 2 * FILL, ..Limits::default() };
+    let factory: Factory = Box::new(move |c: &Connection| {
+        *keep.lock().unwrap() = Some(c.clone());
+        Box::new(Pacer(gate.clone())) as Box<dyn Session>
+    });
+    let running = Running::start(limits, 2, factory);
+    let mut s = client(running.addr());
+    small_rcvbuf(util::raw(&s), 64 * KIB);
+    wait("the server to accept the client", || conn.lock().unwrap().is_some());
+    let server_conn = conn.lock().unwrap().clone().unwrap();
+    // The output at the mark: far more than the kernel's buffers take while nobody reads.
+    server_conn.send(&vec![b'f'; FILL]).unwrap();
+    assert!(server_conn.queued() >= PAUSE);
+    s.write_all(b"req\nreq\nreq\n").unwrap();
+    paced_rx.recv_timeout(GUARD).expect("the session is called with the output at the mark");
+    // While that call runs: the peer reads everything, and the output drains.
+    assert_eq!(read_n(&mut s, FILL), vec![b'f'; FILL]);
+    wait("the output to drain", || server_conn.queued() == 0);
+    go_tx.send(()).unwrap();
+    assert_eq!(read_n(&mut s, 9), b"ok\nok\nok\n", "the requests left in the tail are served");
+    running.stop(Duration::from_secs(5));
+}

@@ -236,7 +236,7 @@ impl Connection {
                 Some(s) => {
                     let mut outbox = Outbox::new(stash, self);
                     let result = in_session(|| s.opened(&mut outbox));
-                    Call { result, close: outbox.wants_close(), progressed: false }
+                    Call { result, close: outbox.wants_close(), progressed: false, at_mark: false }
                 }
                 None => Call::idle(),
             };
@@ -440,7 +440,12 @@ impl Connection {
             tail.extend_from_slice(new);
         }
         let data: &[u8] = if from_tail { tail } else { new };
-        lock(&self.0.output).in_call = true;
+        let limits = self.0.common.limits.load();
+        let at_mark = {
+            let mut out = lock(&self.0.output);
+            out.in_call = true;
+            out.queued() >= limits.pause_reading_at
+        };
         let mut outbox = Outbox::new(stash, self);
         let got = in_session(|| session.receive(data, &mut outbox));
         let close = outbox.wants_close();
@@ -465,23 +470,32 @@ impl Connection {
             ))),
             Err(e) => Err(e),
         };
-        Call { result, close, progressed }
+        Call { result, close, progressed, at_mark }
     }
 
     /// After a session call: act on its verdict, queue its output, start the next read if
     /// one is wanted. Returns the read's completion if it finished at once.
     ///
-    /// A session that consumed something but left bytes may be pacing itself (whole requests
-    /// left for later because its output is high): while its output is below the pause mark,
-    /// or the peer has ended its input, it is called again with the rest, as long as each
-    /// call consumes something.
+    /// The re-feed rule (ARCHITECTURE.md, "Sessions", step 1): a call that left bytes is
+    /// followed by another with the rest, at once while the output has room (or the peer has
+    /// ended its input), else when the output has drained (the connection pauses, and the
+    /// write side resumes it) — if the call consumed something, or began with the output at
+    /// the pause mark (the session may have been pacing itself, and the output may have
+    /// drained while it ran). A call that consumed nothing with room in the output is waiting
+    /// for more bytes: it is not called again until they come, so this ends.
     fn after_call(&self, input: &mut Input, mut call: Call, read_buf: Option<Vec<u8>>) -> Option<Completion> {
         loop {
             let limits = self.0.common.limits.load();
             let mut out = lock(&self.0.output);
             // While the session may be called again, its connection must not close on an empty
             // queue (`in_call` stays set through the flush below).
-            let may_refeed = call.progressed && !input.tail.is_empty();
+            #[cfg(cport_plant)]
+            let paced = call.at_mark && !crate::sync::planted("refeed_needs_progress");
+            #[cfg(not(cport_plant))]
+            let paced = call.at_mark;
+            // Planted bug `refeed_needs_progress`: only a call that consumed something is
+            // followed by another (the race of issue 14).
+            let may_refeed = (call.progressed || paced) && !input.tail.is_empty();
             out.in_call = may_refeed;
             if out.closed {
                 return None;
@@ -715,12 +729,14 @@ struct Call {
     close: bool,
     /// The session consumed some input.
     progressed: bool,
+    /// The output was at the pause mark when the call began.
+    at_mark: bool,
 }
 
 impl Call {
     /// No call was made (no session, or no bytes).
     fn idle() -> Call {
-        Call { result: Ok(()), close: false, progressed: false }
+        Call { result: Ok(()), close: false, progressed: false, at_mark: false }
     }
 }
 
