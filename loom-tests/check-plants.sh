@@ -9,25 +9,29 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${RUSTFLAGS:?run loom-tests/run.sh instead}"
 
-# plant | the model that must catch it | what its first panic must say
+# plant | the test file and model that must catch it | what its first panic must say
 plants=(
-    "cancel_toctou|cancel_races_completion|cancel's answer agrees with the completion"
-    "timeout_keeps_io|timeout_races_completion_and_cancel|one started read, one completion"
-    "close_before_cancel|close_races_readiness|the read ends before the close"
-    "no_generation|reused_slot_gets_no_stale_event|the new stream saw a stale event"
-    "lost_wakeup|waiters_race_worker_and_wakeup|deadlock"
-    "closed_before_cancel|last_dec_ref_races_worker_and_waiter|the read's completion is drained before PortClosed"
-    "pollers_not_stopped|last_dec_ref_races_worker_and_waiter|deadlock"
-    "racy_refcount|concurrent_inc_ref_dec_ref|torn down exactly once"
-    "post_unguarded|post_races_shutdown|a post that returned Ok is delivered once before PortClosed"
-    "poller_blocks_blind|waiters_race_post_and_wakeup|deadlock"
-    "wakeup_left_to_searcher|waiters_race_post_and_wakeup|deadlock"
-    "no_pass_on|searcher_passes_the_look_on|deadlock"
-    "connect_unchecked|connect_races_shutdown|a started connect completes before PortClosed"
-    "close_unchecked|close_races_shutdown|every completion before PortClosed, Close last"
-    "retire_keeps_work|no_completion_stranded_when_its_taker_leaves|deadlock"
-    "close_not_deferred|close_waits_for_the_streams_last_completion|the read ends before the close"
-    "searcher_misses_close|shutdown_races_a_searcher|deadlock"
+    "cancel_toctou|models/cancel_races_completion|cancel's answer agrees with the completion"
+    "timeout_keeps_io|models/timeout_races_completion_and_cancel|one started read, one completion"
+    "close_before_cancel|models/close_races_readiness|the read ends before the close"
+    "no_generation|models/reused_slot_gets_no_stale_event|the new stream saw a stale event"
+    "lost_wakeup|models/waiters_race_worker_and_wakeup|deadlock"
+    "closed_before_cancel|models/last_dec_ref_races_worker_and_waiter|the read's completion is drained before PortClosed"
+    "pollers_not_stopped|models/last_dec_ref_races_worker_and_waiter|deadlock"
+    "racy_refcount|models/concurrent_inc_ref_dec_ref|torn down exactly once"
+    "post_unguarded|models/post_races_shutdown|a post that returned Ok is delivered once before PortClosed"
+    "poller_blocks_blind|models/waiters_race_post_and_wakeup|deadlock"
+    "wakeup_left_to_searcher|models/waiters_race_post_and_wakeup|deadlock"
+    "no_pass_on|models/searcher_passes_the_look_on|deadlock"
+    "connect_unchecked|models/connect_races_shutdown|a started connect completes before PortClosed"
+    "close_unchecked|models/close_races_shutdown|every completion before PortClosed, Close last"
+    "retire_keeps_work|models/no_completion_stranded_when_its_taker_leaves|deadlock"
+    "close_not_deferred|models/close_waits_for_the_streams_last_completion|the read ends before the close"
+    "searcher_misses_close|models/shutdown_races_a_searcher|deadlock"
+    "refeed_needs_progress|session/paced_requests_are_answered_when_the_output_drains|the pipelined requests are answered"
+    "pause_unlocked|session/paced_requests_are_answered_when_the_output_drains|the pipelined requests are answered"
+    "close_ignores_call|session/a_reply_is_not_lost_to_a_concurrent_close|what the session queued before the close is sent"
+    "feed_after_close|session/a_reply_is_not_lost_to_a_concurrent_close|what the session queued before the close is sent"
 )
 
 logs="${CARGO_TARGET_DIR}/planted"
@@ -35,9 +39,11 @@ mkdir -p "$logs"
 caught=0
 missed=0
 for entry in "${plants[@]}"; do
-    IFS='|' read -r plant test reason <<< "$entry"
+    IFS='|' read -r plant model reason <<< "$entry"
+    file="${model%%/*}"
+    test="${model#*/}"
     log="$logs/$plant.log"
-    if CPORT_PLANT="$plant" cargo test -q -p cport-loom-tests --release --test models -- --exact "$test" \
+    if CPORT_PLANT="$plant" cargo test -q -p cport-loom-tests --release --test "$file" -- --exact "$test" \
         > "$log" 2>&1; then
         echo "MISSED  $plant: $test passed with the bug planted"
         missed=$((missed + 1))

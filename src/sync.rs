@@ -74,6 +74,70 @@ peek_for!(AtomicBool, bool, |a| a.fetch_or(false, Ordering::SeqCst));
 /// A statistics counter (see the module docs): a std atomic in every build.
 pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
 
+/// A statistics counter of sizes (see the module docs): a std atomic in every build.
+pub(crate) type StatSize = std::sync::atomic::AtomicUsize;
+
+/// A read-mostly value that is replaced as a whole (the session limits): `arc_swap::ArcSwap`,
+/// whose loads take no lock, in production; a lock around an `Arc` under loom, so the models
+/// see every load and store as a point where threads meet.
+#[cfg(not(loom))]
+pub(crate) struct Swap<T>(arc_swap::ArcSwap<T>);
+
+#[cfg(loom)]
+pub(crate) struct Swap<T>(Mutex<std::sync::Arc<T>>);
+
+/// What [`Swap::load`] returned.
+#[cfg(not(loom))]
+pub(crate) struct Loaded<T>(arc_swap::Guard<std::sync::Arc<T>>);
+
+/// What [`Swap::load`] returned.
+#[cfg(loom)]
+pub(crate) struct Loaded<T>(std::sync::Arc<T>);
+
+impl<T> std::ops::Deref for Loaded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Swap<T> {
+    pub(crate) fn new(value: T) -> Swap<T> {
+        #[cfg(not(loom))]
+        {
+            Swap(arc_swap::ArcSwap::from_pointee(value))
+        }
+        #[cfg(loom)]
+        {
+            Swap(Mutex::new(std::sync::Arc::new(value)))
+        }
+    }
+
+    /// The value now (a later `store` does not change what was loaded).
+    pub(crate) fn load(&self) -> Loaded<T> {
+        #[cfg(not(loom))]
+        {
+            Loaded(self.0.load())
+        }
+        #[cfg(loom)]
+        {
+            Loaded(lock(&self.0).clone())
+        }
+    }
+
+    /// Replaces the value; loads from now on see the new one.
+    pub(crate) fn store(&self, value: T) {
+        #[cfg(not(loom))]
+        {
+            self.0.store(std::sync::Arc::new(value));
+        }
+        #[cfg(loom)]
+        {
+            *lock(&self.0) = std::sync::Arc::new(value);
+        }
+    }
+}
+
 /// Locks `m`, ignoring poisoning: cport never leaves shared state half-updated across a panic
 /// point, so a poisoned lock still guards consistent data.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

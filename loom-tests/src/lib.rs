@@ -9,13 +9,13 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
-use cport::model::Kernel;
+use cport::model::{Host, Kernel};
+use cport::session::{Closed, Outbox, Session};
 use cport::{Driver, Op, Port};
 use loom::sync::{Arc, Mutex};
 
 /// What the two ends of a fake stream share. Readiness is always changed under this lock, so
 /// the stand-in kernel's view never disagrees with the data.
-#[derive(Default)]
 struct Wire {
     /// Bytes the peer sent that the port has not read.
     inbox: VecDeque<u8>,
@@ -25,9 +25,23 @@ struct Wire {
     reads: usize,
     /// Bytes the port wrote.
     outbox: Vec<u8>,
+    /// How many of them the peer has taken.
+    taken: usize,
+    /// How many written bytes the stream holds that the peer has not taken (its send buffer):
+    /// a write finds room for at most this many.
+    window: usize,
 }
 
-/// The driver end of a fake stream, given to `Port::assign`.
+impl Wire {
+    /// Tells the stand-in kernel the stream's readiness.
+    fn publish(&self, fd: RawFd, kernel: &Kernel) {
+        let readable = !self.inbox.is_empty() || self.eof;
+        let writable = self.outbox.len() - self.taken < self.window;
+        kernel.set_ready(fd, readable, writable);
+    }
+}
+
+/// The driver end of a fake stream, given to `Port::assign` (or `Host::open`).
 pub struct MockStream {
     fd: RawFd,
     wire: Arc<Mutex<Wire>>,
@@ -43,11 +57,18 @@ pub struct Peer {
 }
 
 /// A fake stream with fd number `fd` on `port`'s stand-in kernel: the driver and the peer.
+/// Writes always find room.
 pub fn pair(port: &Port, fd: RawFd) -> (MockStream, Peer) {
-    let wire = Arc::new(Mutex::new(Wire::default()));
+    windowed(port, fd, usize::MAX)
+}
+
+/// A fake stream whose writes find room for `window` bytes the peer has not taken
+/// ([`Peer::take`]): a write beyond that would block, as on a socket whose peer does not read.
+pub fn windowed(port: &Port, fd: RawFd, window: usize) -> (MockStream, Peer) {
+    let wire = Wire { inbox: VecDeque::new(), eof: false, reads: 0, outbox: Vec::new(), taken: 0, window };
     let kernel = port.kernel();
-    // Writable from the start, like a fresh socket.
-    kernel.set_ready(fd, false, true);
+    wire.publish(fd, &kernel);
+    let wire = Arc::new(Mutex::new(wire));
     (MockStream { fd, wire: wire.clone(), kernel: kernel.clone() }, Peer { fd, wire, kernel })
 }
 
@@ -56,14 +77,23 @@ impl Peer {
     pub fn send(&self, bytes: &[u8]) {
         let mut w = self.wire.lock().unwrap();
         w.inbox.extend(bytes);
-        self.kernel.set_ready(self.fd, true, true);
+        w.publish(self.fd, &self.kernel);
     }
 
     /// Closes the peer's end: the port's reads see end of stream.
     pub fn close(&self) {
         let mut w = self.wire.lock().unwrap();
         w.eof = true;
-        self.kernel.set_ready(self.fd, true, true);
+        w.publish(self.fd, &self.kernel);
+    }
+
+    /// Takes what the port wrote and the peer has not taken yet, making room for more writes.
+    pub fn take(&self) -> Vec<u8> {
+        let mut w = self.wire.lock().unwrap();
+        let new = w.outbox[w.taken..].to_vec();
+        w.taken = w.outbox.len();
+        w.publish(self.fd, &self.kernel);
+        new
     }
 
     /// How many times the driver's `read` was called.
@@ -97,21 +127,31 @@ impl Driver for MockStream {
             if w.eof {
                 return Ok(0);
             }
-            self.kernel.set_ready(self.fd, false, true);
+            w.publish(self.fd, &self.kernel);
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = buf.len().min(w.inbox.len());
         for (dst, src) in buf.iter_mut().zip(w.inbox.drain(..n)) {
             *dst = src;
         }
-        let still = !w.inbox.is_empty() || w.eof;
-        self.kernel.set_ready(self.fd, still, true);
+        w.publish(self.fd, &self.kernel);
         Ok(n)
     }
 
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.wire.lock().unwrap().outbox.extend_from_slice(buf);
-        Ok(buf.len())
+        let mut w = self.wire.lock().unwrap();
+        let room = w.window - (w.outbox.len() - w.taken);
+        if room == 0 {
+            w.publish(self.fd, &self.kernel);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(room);
+        w.outbox.extend_from_slice(&buf[..n]);
+        if n == room {
+            // Full: no longer writable.
+            w.publish(self.fd, &self.kernel);
+        }
+        Ok(n)
     }
 }
 
@@ -152,6 +192,87 @@ pub fn drain(port: &Port) -> Vec<cport::Completion> {
             Err(e) => {
                 assert_eq!(e.kind(), cport::ErrorKind::PortClosed);
                 return out;
+            }
+        }
+    }
+}
+
+/// What a [`Pacer`] did, for the model's checks.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// Every byte the session queued, in order.
+    pub replied: Vec<u8>,
+    /// Requests it was shown and left unconsumed (pacing), over all calls.
+    pub paced: usize,
+    /// `closed` calls, with their reasons.
+    pub closed: Vec<Closed>,
+    /// Each `receive` call: the output queued when it began, the bytes shown, the bytes used.
+    pub calls: Vec<(usize, usize, usize)>,
+}
+
+/// A session of one-byte requests, each answered with its upper-case byte, that paces itself:
+/// it answers a request only while its output (queued plus answered in this call) stays below
+/// `mark`, the connection's `pause_reading_at`, and leaves the rest for later.
+///
+/// Its log is behind a std lock: loom does not see it, which is sound because nothing inside
+/// that lock is a loom operation, so no model thread can be switched out while holding it.
+pub struct Pacer {
+    mark: usize,
+    log: std::sync::Arc<std::sync::Mutex<Log>>,
+}
+
+impl Pacer {
+    /// A pacer for `pause_reading_at = mark`, and its log.
+    pub fn new(mark: usize) -> (Pacer, std::sync::Arc<std::sync::Mutex<Log>>) {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Log::default()));
+        (Pacer { mark, log: log.clone() }, log)
+    }
+}
+
+impl Session for Pacer {
+    fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+        let queued = out.connection().queued();
+        let mut used = 0;
+        while used < data.len() && queued + out.buffer().len() < self.mark {
+            out.send(&[data[used].to_ascii_uppercase()]);
+            used += 1;
+        }
+        let mut log = self.log.lock().unwrap();
+        log.replied.extend_from_slice(&data[..used].to_ascii_uppercase());
+        log.paced += data.len() - used;
+        log.calls.push((queued, data.len(), used));
+        Ok(used)
+    }
+
+    fn closed(&mut self, why: &Closed) {
+        self.log.lock().unwrap().closed.push(why.clone());
+    }
+}
+
+/// Takes one completion if there is one (without waiting) and hands it to `host`. Returns
+/// whether there was one.
+pub fn handle_one(port: &Port, host: &Host) -> bool {
+    match port.try_next_completion() {
+        Ok(Some(c)) => {
+            host.handle(c);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => panic!("the port closed under the connection: {e}"),
+    }
+}
+
+/// Runs the connection to rest on this thread alone: the peer takes what was written and
+/// completions are handled until there are none and nothing is left to write. Returns what
+/// the peer took.
+pub fn settle(port: &Port, host: &Host, peer: &Peer) -> Vec<u8> {
+    let mut took = Vec::new();
+    loop {
+        took.extend(peer.take());
+        if !handle_one(port, host) {
+            took.extend(peer.take());
+            if !handle_one(port, host) {
+                return took;
             }
         }
     }

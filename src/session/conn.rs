@@ -17,15 +17,13 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
-
 use super::{Closed, Limits, Outbox, Session};
 use crate::completion::{Completion, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::isb::Isb;
 use crate::port::Port;
 use crate::request::Request;
-use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, thread_local, Arc, Mutex, Ordering, StatSize, Swap};
 
 /// Spare write buffers larger than this are dropped rather than kept for the next write, so
 /// an idle connection does not hold on to the memory of its largest burst.
@@ -34,25 +32,25 @@ const SPARE_KEEP: usize = 64 << 10;
 /// What every connection of a server shares.
 pub(crate) struct Common {
     pub(crate) port: Port,
-    pub(crate) limits: ArcSwap<Limits>,
+    pub(crate) limits: Swap<Limits>,
     pub(crate) stats: Stats,
 }
 
 /// Counters behind [`Summary`](super::Summary).
 #[derive(Default)]
 pub(crate) struct Stats {
-    pub(crate) accepted: AtomicUsize,
-    pub(crate) refused: AtomicUsize,
-    pub(crate) closed: AtomicUsize,
-    pub(crate) errors: AtomicUsize,
-    pub(crate) limit_closes: AtomicUsize,
-    pub(crate) forced: AtomicUsize,
-    pub(crate) bytes_in: AtomicUsize,
-    pub(crate) bytes_out: AtomicUsize,
-    pub(crate) peak_outbox: AtomicUsize,
+    pub(crate) accepted: StatSize,
+    pub(crate) refused: StatSize,
+    pub(crate) closed: StatSize,
+    pub(crate) errors: StatSize,
+    pub(crate) limit_closes: StatSize,
+    pub(crate) forced: StatSize,
+    pub(crate) bytes_in: StatSize,
+    pub(crate) bytes_out: StatSize,
+    pub(crate) peak_outbox: StatSize,
 }
 
-fn add(counter: &AtomicUsize, n: usize) {
+fn add(counter: &StatSize, n: usize) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
@@ -443,6 +441,18 @@ impl Connection {
         let limits = self.0.common.limits.load();
         let at_mark = {
             let mut out = lock(&self.0.output);
+            // The caller looked before this lock: a close (another thread's, a stop) may have
+            // come since. The session is not called once the connection is closing, unless
+            // only because the peer ended its input (its last requests are still answered).
+            #[cfg(loom)]
+            let look = !crate::sync::planted("feed_after_close");
+            #[cfg(not(loom))]
+            let look = true;
+            // Planted bug `feed_after_close`: the session is called whatever happened since
+            // the caller looked (its reply is then dropped with the closed connection).
+            if look && (out.closed || out.ending.as_ref().is_some_and(|why| *why != Closed::Peer)) {
+                return Call::idle();
+            }
             out.in_call = true;
             out.queued() >= limits.pause_reading_at
         };
@@ -489,9 +499,9 @@ impl Connection {
             let mut out = lock(&self.0.output);
             // While the session may be called again, its connection must not close on an empty
             // queue (`in_call` stays set through the flush below).
-            #[cfg(cport_plant)]
+            #[cfg(any(loom, cport_plant))]
             let paced = call.at_mark && !crate::sync::planted("refeed_needs_progress");
-            #[cfg(not(cport_plant))]
+            #[cfg(not(any(loom, cport_plant)))]
             let paced = call.at_mark;
             // Planted bug `refeed_needs_progress`: only a call that consumed something is
             // followed by another (the race of issue 14).
@@ -541,6 +551,16 @@ impl Connection {
                 return None;
             }
             if out.queued() >= limits.pause_reading_at {
+                #[cfg(loom)]
+                if crate::sync::planted("pause_unlocked") {
+                    // Planted bug: the pause is marked in a second hold of the lock, so a write
+                    // that finished in between found nothing to resume.
+                    drop(out);
+                    let mut out = lock(&self.0.output);
+                    out.paused = true;
+                    out.read_buf = read_buf;
+                    return None;
+                }
                 out.paused = true;
                 out.read_buf = read_buf;
                 return None;
@@ -575,7 +595,13 @@ impl Connection {
                 return;
             }
             if out.queue.is_empty() {
-                if !out.in_call {
+                #[cfg(loom)]
+                let in_call = out.in_call && !crate::sync::planted("close_ignores_call");
+                #[cfg(not(loom))]
+                let in_call = out.in_call;
+                // Planted bug `close_ignores_call`: an ending connection closes on an empty
+                // queue while a session call, whose output is not queued yet, is running.
+                if !in_call {
                     if let Some(why) = out.ending.clone() {
                         self.finish(out, why);
                     }
@@ -614,10 +640,13 @@ impl Connection {
         }
         let limits = self.0.common.limits.load();
         let graceful = matches!(why, Closed::Local | Closed::Stopped);
-        let unread = out.dropped_input
-            || !out.peer_ended
-            || self.0.isb.fd().is_some_and(|fd| crate::sys::socket::bytes_readable(fd).map_or(true, |n| n > 0));
-        if !graceful || !unread || limits.linger.is_zero() || self.0.common.port.shutdown_write(&self.0.isb).is_err() {
+        let unread = || {
+            out.dropped_input
+                || !out.peer_ended
+                || self.0.isb.fd().is_some_and(|fd| crate::sys::socket::bytes_readable(fd).map_or(true, |n| n > 0))
+        };
+        if !graceful || limits.linger.is_zero() || !unread() || self.0.common.port.shutdown_write(&self.0.isb).is_err()
+        {
             self.end_now(out, why);
             return;
         }
@@ -703,9 +732,16 @@ impl Connection {
     }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// This thread is inside a session call (see [`inside_session`]).
     static IN_SESSION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(loom)]
+thread_local! {
+    /// This thread is inside a session call (see [`inside_session`]).
+    static IN_SESSION: std::cell::Cell<bool> = std::cell::Cell::new(false);
 }
 
 /// Runs a session call, marking the thread as inside one.

@@ -43,9 +43,13 @@
 //! run in parallel.
 
 mod conn;
+#[cfg(loom)]
+pub(crate) mod model;
+#[cfg(not(loom))]
 mod server;
 
 pub use conn::Connection;
+#[cfg(not(loom))]
 pub use server::{Builder, Server, Summary};
 
 use std::time::Duration;

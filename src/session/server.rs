@@ -15,7 +15,7 @@ use crate::isb::Isb;
 use crate::net::{HostDescription, PortRange};
 use crate::port::Port;
 use crate::request::Op;
-use crate::sync::{lock, Arc, AtomicU8, AtomicUsize, Mutex, Ordering, RwLock};
+use crate::sync::{lock, Arc, AtomicU8, AtomicUsize, Mutex, Ordering, RwLock, StatSize, Swap};
 
 /// Token of the listener's completions (connections' tokens are slot | generation << 32, and
 /// slots stay far below this).
@@ -271,7 +271,7 @@ impl Builder {
         let port = Port::builder().threads(self.threads).build()?;
         let listener = port.assign(driver::TcpListener::new(listener), LISTENER)?;
         let shared = Arc::new(Shared {
-            common: Arc::new(Common { port, limits: ArcSwap::from_pointee(self.limits), stats: Stats::default() }),
+            common: Arc::new(Common { port, limits: Swap::new(self.limits), stats: Stats::default() }),
             listener,
             local_addr,
             table: RwLock::new(Table::default()),
@@ -334,7 +334,7 @@ impl Server {
     /// `InvalidInput` for a zero limit (the old limits stay).
     pub fn set_limits(&self, limits: Limits) -> Result<()> {
         limits.check()?;
-        self.shared.common.limits.store(Arc::new(limits));
+        self.shared.common.limits.store(limits);
         Ok(())
     }
 
@@ -349,7 +349,7 @@ impl Server {
     /// What the server has done so far.
     pub fn summary(&self) -> Summary {
         let s = &self.shared.common.stats;
-        let get = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+        let get = |c: &StatSize| c.load(Ordering::Relaxed);
         Summary {
             accepted: get(&s.accepted),
             refused: get(&s.refused),
