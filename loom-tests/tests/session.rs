@@ -76,26 +76,40 @@ fn paced_requests_are_answered_when_the_output_drains() {
 #[test]
 fn a_reply_is_not_lost_to_a_concurrent_close() {
     model("a_reply_is_not_lost_to_a_concurrent_close", || {
-        let port = Port::builder().threads(0).build().unwrap();
-        let (drv, peer) = windowed(&port, 100, usize::MAX);
-        let (pacer, log) = Pacer::new(MARK);
-        let host = std::sync::Arc::new(Host::open(&port, drv, 1, limits(), Box::new(pacer)).unwrap());
-        peer.send(b"a");
-
-        let h = host.clone();
-        let closer = thread::spawn(move || h.connection().close());
-        while handle_one(&port, &host) {}
-        closer.join().unwrap();
-        let got = settle(&port, &host, &peer);
-
-        let log = log.lock().unwrap();
-        assert_eq!(log.closed, vec![Closed::Local], "the session is told of the close, once");
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&log.replied),
-            "what the session queued before the close is sent"
-        );
-        drop(log);
-        drain(&port);
+        reply_races_an_end(|host| host.connection().close(), Closed::Local);
     });
+}
+
+/// Session model 3: the same race with a server's graceful stop of the connection instead of a
+/// close: the session is told `Closed::Stopped`, once, after its answer was sent.
+#[test]
+fn a_reply_is_not_lost_to_a_concurrent_stop() {
+    model("a_reply_is_not_lost_to_a_concurrent_stop", || {
+        reply_races_an_end(Host::stop, Closed::Stopped);
+    });
+}
+
+/// Models 2 and 3: `end` runs on another thread while this one handles the peer's request.
+fn reply_races_an_end(end: fn(&Host), why: Closed) {
+    let port = Port::builder().threads(0).build().unwrap();
+    let (drv, peer) = windowed(&port, 100, usize::MAX);
+    let (pacer, log) = Pacer::new(MARK);
+    let host = std::sync::Arc::new(Host::open(&port, drv, 1, limits(), Box::new(pacer)).unwrap());
+    peer.send(b"a");
+
+    let h = host.clone();
+    let ender = thread::spawn(move || end(&h));
+    while handle_one(&port, &host) {}
+    ender.join().unwrap();
+    let got = settle(&port, &host, &peer);
+
+    let log = log.lock().unwrap();
+    assert_eq!(log.closed, vec![why], "the session is told why the connection ended, once");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&log.replied),
+        "what the session queued before the close is sent"
+    );
+    drop(log);
+    drain(&port);
 }

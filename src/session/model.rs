@@ -59,4 +59,9 @@ impl Host {
         }
         false
     }
+
+    /// A graceful stop of this connection, as `Server::stop` makes one: flush, then close.
+    pub fn stop(&self) {
+        self.conn.stop();
+    }
 }
