@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 plants=(
     "cancel_toctou|models/cancel_races_completion|cancel's answer agrees with the completion"
     "timeout_keeps_io|models/timeout_races_completion_and_cancel|one started read, one completion"
+    "request_timeout_keeps_io|models/request_timeout_races_completion_and_cancel|one started read, one completion"
+    "cancel_side_ends_both|models/cancel_read_leaves_the_write_pending|the write is still pending after cancel_read"
     "close_before_cancel|models/close_races_readiness|the read ends before the close"
     "no_generation|models/reused_slot_gets_no_stale_event|the new stream saw a stale event"
     "lost_wakeup|models/waiters_race_worker_and_wakeup|deadlock"

@@ -20,7 +20,9 @@ pub enum Status {
     Eof,
     /// Cancelled by `cancel`, `close`, `deassign` or shutdown before it finished.
     Cancelled,
-    /// The stream's deadline passed while the I/O was pending.
+    /// The stream's deadline ([`Port::set_timeout`](crate::Port::set_timeout)) or the
+    /// request's own timeout ([`Request::timeout`](crate::Request::timeout)) passed while the
+    /// I/O was pending.
     TimedOut,
     /// The peer reset or hung up the connection ([`Completion::error`] has the detail).
     Abandoned,
@@ -116,20 +118,58 @@ impl Completion {
         Error::new(kind, format!("{} on stream {} {what}", self.op, self.token))
     }
 
-    /// The buffer of a read, write, recv_from or send_to.
+    /// The whole buffer of a read, write, recv_from or send_to, as it was given (for a read,
+    /// only its first [`bytes`](Completion::bytes) are new: see [`Completion::data`]).
     pub fn buffer(&self) -> Option<&[u8]> {
         self.buf.as_deref()
     }
 
-    /// The bytes a read or recv_from received: `&buffer[..bytes]`.
+    /// The bytes transferred: what a read or recv_from received, or what a write or send_to
+    /// sent (`&buffer[..bytes]`). Empty for vectored I/O (see [`Completion::into_data`]) and
+    /// for operations without a buffer.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]))?;
+    /// peer.write_all(b"hi")?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.data(), b"hi");
+    /// assert_eq!(c.buffer().map(<[u8]>::len), Some(64), "the whole buffer, to reuse");
+    /// assert_eq!(c.into_data(), b"hi".to_vec());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn data(&self) -> &[u8] {
         match &self.buf {
-            Some(b) if matches!(self.op, Op::Read | Op::RecvFrom) => &b[..self.bytes.min(b.len())],
-            _ => &[],
+            Some(b) => &b[..self.bytes.min(b.len())],
+            None => &[],
         }
     }
 
-    /// Takes the buffer back out.
+    /// The bytes transferred, as a vector of exactly that length (the buffer, truncated; for
+    /// vectored I/O the buffers' transferred bytes, joined). Empty for operations without a
+    /// buffer.
+    pub fn into_data(mut self) -> Vec<u8> {
+        if let Some(mut b) = self.buf.take() {
+            b.truncate(self.bytes);
+            return b;
+        }
+        let mut left = self.bytes;
+        let mut out = Vec::with_capacity(left);
+        for b in self.take_buffers() {
+            let n = left.min(b.len());
+            out.extend_from_slice(&b[..n]);
+            left -= n;
+        }
+        out
+    }
+
+    /// Takes the whole buffer back out, to reuse it (its length is unchanged: only the first
+    /// [`bytes`](Completion::bytes) are new).
     pub fn take_buffer(&mut self) -> Option<Vec<u8>> {
         self.buf.take()
     }
@@ -152,6 +192,28 @@ impl Completion {
     /// The value of a post.
     pub fn value(&self) -> u64 {
         self.value
+    }
+}
+
+/// What ended a wait in [`Port::next`](crate::Port::next).
+#[derive(Debug)]
+#[must_use]
+pub enum Next {
+    /// A completion.
+    Completion(Completion),
+    /// [`Port::wakeup`](crate::Port::wakeup) woke the waiting thread.
+    Woken,
+    /// The timeout passed with nothing to take.
+    TimedOut,
+}
+
+impl Next {
+    /// The completion, if that is what ended the wait.
+    pub fn completion(self) -> Option<Completion> {
+        match self {
+            Next::Completion(c) => Some(c),
+            Next::Woken | Next::TimedOut => None,
+        }
     }
 }
 

@@ -105,7 +105,7 @@ pub mod model {
     pub use crate::sys::mock::Kernel;
 }
 
-pub use completion::{Completion, Status};
+pub use completion::{Completion, Next, Status};
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result, StartError};
 pub use isb::Isb;

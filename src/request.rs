@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 /// The operation a request or completion is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,7 +83,16 @@ pub type Progress = Box<dyn FnMut(usize) + Send + 'static>;
 /// [`StartError::into_request`](crate::StartError::into_request)).
 pub struct Request {
     pub(crate) kind: Kind,
+    /// What few requests carry, boxed so that a request (moved into the stream and back
+    /// out in its completion or error) stays small.
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of a request.
+#[derive(Default)]
+pub(crate) struct Extra {
     pub(crate) progress: Option<Progress>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// The operation and its buffers.
@@ -116,7 +126,16 @@ pub(crate) enum Kind {
 
 impl Request {
     fn new(kind: Kind) -> Request {
-        Request { kind, progress: None }
+        Request { kind, extra: None }
+    }
+
+    pub(crate) fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The request's own timeout, if it has one.
+    pub(crate) fn timeout_after(&self) -> Option<Duration> {
+        self.extra.as_ref().and_then(|x| x.timeout)
     }
 
     /// Read at least `*range.start()` and at most `*range.end()` bytes into `buf[..max]`. The
@@ -173,7 +192,31 @@ impl Request {
     /// Calls `f` with the bytes transferred so far whenever a read or write made partial
     /// progress without finishing. See [`Progress`] for the rules the callback must keep.
     pub fn on_progress(mut self, f: impl FnMut(usize) + Send + 'static) -> Request {
-        self.progress = Some(Box::new(f));
+        self.extra().progress = Some(Box::new(f));
+        self
+    }
+
+    /// Ends this I/O as [`Status::TimedOut`](crate::Status::TimedOut) if it is still pending
+    /// `after` from its start, whatever else the stream does: a timeout of the request itself,
+    /// beside the stream's deadline ([`Port::set_timeout`](crate::Port::set_timeout)), which
+    /// ends every I/O of the stream once. Whichever comes first (the I/O finishing, a cancel, a
+    /// close, the deadline, this timeout) ends it, in exactly one completion. An I/O that
+    /// finishes at once never times out.
+    ///
+    /// ```
+    /// use cport::{Port, Request, Status};
+    /// use std::time::Duration;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _quiet_peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]).timeout(Duration::from_millis(10)))?;
+    /// let c = port.next_completion(None)?.expect("no timeout on the wait");
+    /// assert_eq!(c.status(), Status::TimedOut);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout(mut self, after: Duration) -> Request {
+        self.extra().timeout = Some(after);
         self
     }
 
@@ -243,7 +286,11 @@ impl Request {
 
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request").field("op", &self.op()).field("progress", &self.progress.is_some()).finish()
+        f.debug_struct("Request")
+            .field("op", &self.op())
+            .field("timeout", &self.timeout_after())
+            .field("progress", &self.extra.as_ref().is_some_and(|x| x.progress.is_some()))
+            .finish()
     }
 }
 

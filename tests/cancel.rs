@@ -243,3 +243,37 @@ fn cancel_racing_accept_leaks_no_fd() {
     assert_eq!(util::open_fds(), before, "{:?}", util::fd_list());
     eprintln!("{ROUNDS} rounds: {accepted} accepted, {cancelled} cancelled");
 }
+
+/// `cancel_read` and `cancel_write` end one side's I/O and leave the other pending.
+#[test]
+fn cancel_one_side_leaves_the_other() {
+    let _g = serial(&SERIAL);
+    let port = cport::Port::builder().threads(0).build().unwrap();
+    let (ours, mut peer) = util::pair();
+    let isb = port.assign(cport::driver::UnixStream::new(ours), 5).unwrap();
+    // Much more than a socketpair buffers: the write stays pending with nobody reading.
+    port.start_io(&isb, cport::Request::write(vec![3u8; 8 << 20])).unwrap();
+    port.start_io(&isb, cport::Request::read_some(vec![0; 16])).unwrap();
+
+    assert_eq!(port.cancel_write(&isb).unwrap(), 1);
+    let c = util::next(&port);
+    assert_eq!((c.op(), c.status()), (cport::Op::Write, cport::Status::Cancelled));
+    assert_eq!(port.cancel_write(&isb).unwrap(), 0, "nothing left on the write side");
+
+    // The read is still pending and still works.
+    std::io::Write::write_all(&mut peer, b"still here").unwrap();
+    let c = util::next(&port);
+    assert_eq!((c.op(), c.status(), c.data()), (cport::Op::Read, cport::Status::Ok, &b"still here"[..]));
+
+    port.start_io(&isb, cport::Request::read_some(vec![0; 16])).unwrap();
+    assert_eq!(port.cancel_read(&isb).unwrap(), 1);
+    let c = util::next(&port);
+    assert_eq!((c.op(), c.status()), (cport::Op::Read, cport::Status::Cancelled));
+    assert_eq!(port.cancel_read(&isb).unwrap(), 0);
+
+    // Errors as for cancel.
+    port.deassign(&isb).unwrap();
+    assert_eq!(port.cancel_read(&isb).unwrap_err().kind(), cport::ErrorKind::NotAssigned);
+    let other = cport::Port::new().unwrap();
+    assert_eq!(other.cancel_write(&isb).unwrap_err().kind(), cport::ErrorKind::InvalidInput);
+}

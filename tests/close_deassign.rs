@@ -221,3 +221,24 @@ fn fd_number_reuse_right_after_deassign() {
     eprintln!("{ROUNDS} rounds: fd reused {reused} times; old read ok {old_ok}, cancelled {old_cancelled}");
     assert!(reused >= ROUNDS / 2, "the fd number was reused in only {reused} of {ROUNDS} rounds");
 }
+
+/// An ISB keys a map: equal ISBs (clones, the one a completion carries) hash alike.
+#[test]
+fn an_isb_keys_a_map() {
+    use std::collections::HashMap;
+    let port = cport::Port::builder().threads(0).build().unwrap();
+    let (a, _pa) = util::pair();
+    let (b, _pb) = util::pair();
+    let ia = port.assign(cport::driver::UnixStream::new(a), 1).unwrap();
+    let ib = port.assign(cport::driver::UnixStream::new(b), 1).unwrap();
+    // An ISB's hash is its stream's identity, which never changes (see `Isb`'s docs).
+    #[allow(clippy::mutable_key_type)]
+    let mut names = HashMap::new();
+    names.insert(ia.clone(), "a");
+    names.insert(ib.clone(), "b");
+    assert_eq!(names.len(), 2, "same token, different streams");
+    port.close(&ia).unwrap();
+    let c = util::next(&port);
+    assert_eq!(names.get(c.isb().expect("a Close carries its ISB")), Some(&"a"));
+    assert_eq!(names[&ib], "b");
+}

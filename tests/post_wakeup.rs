@@ -262,3 +262,20 @@ fn batches_from_several_threads_share_the_queue_without_loss() {
     all.sort_unstable();
     assert!(all.iter().copied().eq(0..N));
 }
+
+/// `Port::next` says what ended the wait: a completion, a wakeup, or the timeout.
+#[test]
+fn next_tells_a_wakeup_from_a_timeout() {
+    let port = Port::builder().threads(0).build().unwrap();
+    assert!(matches!(port.next(Some(Duration::from_millis(5))).unwrap(), cport::Next::TimedOut));
+    port.wakeup();
+    assert!(matches!(port.next(None).unwrap(), cport::Next::Woken), "a wakeup, with no timeout given");
+    port.post(3, 33).unwrap();
+    port.wakeup();
+    match port.next(None).unwrap() {
+        cport::Next::Completion(c) => assert_eq!((c.token(), c.value()), (3, 33), "queued completions come first"),
+        other => panic!("expected the post, got {other:?}"),
+    }
+    assert!(matches!(port.next(Some(Duration::ZERO)).unwrap(), cport::Next::Woken));
+    assert!(port.next(Some(Duration::ZERO)).unwrap().completion().is_none());
+}

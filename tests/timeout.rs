@@ -241,3 +241,65 @@ fn thousands_of_deadlines_fire_exactly_once() {
     assert_eq!(port.streams(), 0);
     assert!(port.try_next_completion().unwrap().is_none());
 }
+
+/// `Request::timeout`: the request's own timeout ends it alone (the other side's I/O stays
+/// pending), returns its buffer, is disarmed when the I/O finishes first, and fires once.
+#[test]
+fn a_request_timeout_ends_that_request_only() {
+    let port = Port::builder().threads(0).build().unwrap();
+    let (ours, mut peer) = pair();
+    let isb = port.assign(driver::UnixStream::new(ours), 21).unwrap();
+    // Much more than a socketpair buffers: the write stays pending with nobody reading.
+    port.start_io(&isb, Request::write(vec![1u8; 8 << 20])).unwrap();
+    let t0 = Instant::now();
+    port.start_io(&isb, Request::read_some(vec![7; 32]).timeout(Duration::from_millis(40))).unwrap();
+    assert_eq!(port.timers(), 1, "the read's timeout is armed");
+    let mut c = next(&port);
+    assert!(t0.elapsed() >= Duration::from_millis(40), "timed out early: {:?}", t0.elapsed());
+    assert_eq!((c.op(), c.status(), c.bytes()), (Op::Read, Status::TimedOut, 0));
+    assert_eq!(c.result().unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(c.take_buffer().map(|b| b.len()), Some(32), "the buffer comes back");
+    assert_eq!(port.timers(), 0);
+
+    // The write was not touched: it is still pending, and ends when the peer reads.
+    assert_quiet(&port, Duration::from_millis(50));
+    let reader = std::thread::spawn(move || {
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0;
+        while total < 8 << 20 {
+            total += std::io::Read::read(&mut peer, &mut sink).unwrap();
+        }
+        peer
+    });
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.bytes()), (Op::Write, Status::Ok, 8 << 20));
+    let mut peer = reader.join().unwrap();
+
+    // An I/O that finishes first disarms its timeout: nothing fires later.
+    port.start_io(&isb, Request::read_some(vec![0; 32]).timeout(SLACK)).unwrap();
+    assert_eq!(port.timers(), 1);
+    peer.write_all(b"in time").unwrap();
+    let c = next(&port);
+    assert_eq!((c.status(), c.data()), (Status::Ok, &b"in time"[..]));
+    assert_eq!(port.timers(), 0, "a finished request's timeout is disarmed");
+
+    // An I/O that finishes at once (a write with room in the send buffer) never arms one.
+    let c = port.start_io_inline(&isb, Request::write(b"at once".to_vec()).timeout(SLACK)).unwrap();
+    assert_eq!(c.map(|c| c.into_data()), Some(b"at once".to_vec()));
+    assert_eq!(port.timers(), 0);
+    drop(peer);
+}
+
+/// The request's timeout and the stream's deadline both pending: whichever fires first ends
+/// the I/O, once; the other finds nothing.
+#[test]
+fn a_request_timeout_and_the_stream_deadline_end_an_io_once() {
+    let port = Port::builder().threads(0).build().unwrap();
+    let (ours, _peer) = pair();
+    let isb = port.assign(driver::UnixStream::new(ours), 22).unwrap();
+    port.start_io(&isb, Request::read_some(vec![0; 8]).timeout(Duration::from_millis(20))).unwrap();
+    port.set_timeout(&isb, Some(Duration::from_millis(20))).unwrap();
+    let c = next(&port);
+    assert_eq!((c.op(), c.status()), (Op::Read, Status::TimedOut));
+    assert_quiet(&port, Duration::from_millis(80));
+}

@@ -143,3 +143,22 @@ fn full_duplex_write_progress_keeps_the_pending_read_armed() {
     assert_eq!((c.op(), c.data()), (Op::Read, &b"end"[..]));
     assert_quiet(&port, Duration::from_millis(50));
 }
+
+/// `data` and `into_data` give the bytes transferred, for writes and vectored I/O too.
+#[test]
+fn into_data_is_exactly_the_bytes_transferred() {
+    let port = cport::Port::builder().threads(0).build().unwrap();
+    let (ours, mut peer) = util::pair();
+    let isb = port.assign(cport::driver::UnixStream::new(ours), 1).unwrap();
+    port.start_io(&isb, cport::Request::write(b"sent".to_vec())).unwrap();
+    let c = util::next(&port);
+    assert_eq!((c.op(), c.data()), (cport::Op::Write, &b"sent"[..]));
+    assert_eq!(c.into_data(), b"sent".to_vec());
+
+    std::io::Write::write_all(&mut peer, b"abcdefg").unwrap();
+    assert!(util::eventually(|| util::pending_bytes(isb.fd().expect("assigned")) == 7));
+    port.start_io(&isb, cport::Request::read_vectored(vec![vec![0; 3], vec![0; 3], vec![0; 8]], 7)).unwrap();
+    let c = util::next(&port);
+    assert_eq!((c.op(), c.bytes(), c.data()), (cport::Op::ReadVectored, 7, &b""[..]));
+    assert_eq!(c.into_data(), b"abcdefg".to_vec());
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use cport::{ErrorKind, Op, Port, Request, Status};
-use cport_loom_tests::{drain, model, pair};
+use cport_loom_tests::{drain, model, pair, windowed};
 use loom::thread;
 
 fn port() -> Port {
@@ -79,6 +79,72 @@ fn timeout_races_completion_and_cancel() {
             Status::TimedOut => assert_eq!((cancelled, c.bytes()), (0, 0), "{agrees}"),
             s => panic!("unexpected status {s:?}"),
         }
+    });
+}
+
+/// Model 2b: a request's own timeout (`Request::timeout`) racing completion and cancel, as
+/// model 2 races the stream's deadline: one winner, one completion, its status agreeing with
+/// what `cancel` returned. Plant `request_timeout_keeps_io`: the timeout is reported and the
+/// request left pending.
+#[test]
+fn request_timeout_races_completion_and_cancel() {
+    model("request_timeout_races_completion_and_cancel", || {
+        let port = port();
+        let kernel = port.kernel();
+        let (drv, peer) = pair(&port, 100);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4]).timeout(Duration::ZERO)).unwrap();
+        // As in model 2: wall time must pass the wheel's tick for the timeout to be due.
+        std::thread::sleep(Duration::from_micros(20));
+
+        let timer = thread::spawn(move || kernel.fire_timer());
+        let sender = thread::spawn(move || peer.send(b"x"));
+        let cancelled = port.cancel(&isb).unwrap();
+        timer.join().unwrap();
+        sender.join().unwrap();
+
+        let done = drain(&port);
+        assert_eq!(done.len(), 1, "one started read, one completion: {done:?}");
+        let c = &done[0];
+        assert_eq!(c.buffer().map(<[u8]>::len), Some(4));
+        let agrees = "cancel's answer agrees with the completion";
+        match c.status() {
+            Status::Ok => assert_eq!((cancelled, c.data()), (0, &b"x"[..]), "{agrees}"),
+            Status::Cancelled => assert_eq!(cancelled, 1, "{agrees}"),
+            Status::TimedOut => assert_eq!((cancelled, c.bytes()), (0, 0), "{agrees}"),
+            s => panic!("unexpected status {s:?}"),
+        }
+    });
+}
+
+/// Model 2c: `cancel_read` racing the read's completion while a write is pending on the other
+/// side (the peer takes nothing, so it stays pending). The read ends once, agreeing with
+/// `cancel_read`'s answer; the write is not touched: it is still pending afterwards (a
+/// `cancel_write` then ends it). Plant `cancel_side_ends_both`: a one-side cancel ends both sides.
+#[test]
+fn cancel_read_leaves_the_write_pending() {
+    model("cancel_read_leaves_the_write_pending", || {
+        let port = port();
+        let (drv, peer) = windowed(&port, 100, 0);
+        let isb = port.assign(drv, 7).unwrap();
+        port.start_io(&isb, Request::write(b"w".to_vec())).unwrap();
+        port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
+
+        let sender = thread::spawn(move || peer.send(b"x"));
+        let cancelled = port.cancel_read(&isb).unwrap();
+        sender.join().unwrap();
+        assert_eq!(port.cancel_write(&isb).unwrap(), 1, "the write is still pending after cancel_read");
+
+        let done = drain(&port);
+        let ops: Vec<(Op, Status)> = done.iter().map(|c| (c.op(), c.status())).collect();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        let read = done.iter().find(|c| c.op() == Op::Read).expect("the read's completion");
+        match read.status() {
+            Status::Ok => assert_eq!((cancelled, read.data()), (0, &b"x"[..]), "cancel_read's answer agrees"),
+            Status::Cancelled => assert_eq!(cancelled, 1, "cancel_read's answer agrees"),
+            s => panic!("unexpected status {s:?}"),
+        }
+        assert!(ops.contains(&(Op::Write, Status::Cancelled)), "the write ends once, cancelled: {ops:?}");
     });
 }
 

@@ -97,7 +97,12 @@ impl Shared {
     fn take_pending(&self, stream: &Stream, inner: &mut Inner, side: Side) -> Pending {
         let mut p = inner.pending[side as usize].take().expect("finishing a side with no pending request");
         // Progress callbacks end with their request: drop it now (it may own anything).
-        p.req.progress = None;
+        if let Some(x) = p.req.extra.as_mut() {
+            x.progress = None;
+        }
+        if let Some((id, _)) = p.timer.take() {
+            self.disarm_timer(id);
+        }
         stream.finish(side, inner);
         *p
     }
@@ -137,8 +142,20 @@ impl Shared {
         status: Status,
         how: &mut Deliver<'_>,
     ) -> usize {
+        self.end_sides(stream, inner, &[Side::Read, Side::Write], status, how)
+    }
+
+    /// Completes the pending requests of `sides` with `status`; returns how many.
+    pub(crate) fn end_sides(
+        &self,
+        stream: &Arc<Stream>,
+        inner: &mut Inner,
+        sides: &[Side],
+        status: Status,
+        how: &mut Deliver<'_>,
+    ) -> usize {
         let mut n = 0;
-        for side in [Side::Read, Side::Write] {
+        for &side in sides {
             if inner.pending[side as usize].is_some() {
                 self.finish(stream, inner, side, status, None, how);
                 n += 1;

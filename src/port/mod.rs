@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::completion::{Completion, Status};
+use crate::completion::{Completion, Next, Status};
 use crate::driver::{self, Driver};
 use crate::error::{Error, ErrorKind, Result, StartError};
 use crate::isb::{self, Isb, Pending, Stream};
@@ -347,7 +347,7 @@ impl Port {
             return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
         }
         inner.pending[Side::Write as usize] =
-            Some(Box::new(Pending { req: Request { kind: Kind::Connect, progress: None }, done: 0 }));
+            Some(Box::new(Pending::new(Request { kind: Kind::Connect, extra: None })));
         match outcome {
             Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, &mut Deliver::Queue),
             Some(Err(e)) => {
@@ -418,7 +418,8 @@ impl Port {
             return Err(StartError::new(e, req));
         }
         let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
-        inner.pending[side as usize] = Some(Box::new(Pending { req, done: 0 }));
+        let timeout = req.timeout_after();
+        inner.pending[side as usize] = Some(Box::new(Pending::new(req)));
         // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE, or a
         // read on a stream the last read drained (readiness will tell when data is there).
         let skip = match op {
@@ -428,6 +429,13 @@ impl Port {
         };
         if !skip {
             self.shared.advance(stream, &mut inner, side, false, how);
+        }
+        if let (Some(after), Some(p)) = (timeout, inner.pending[side as usize].as_mut()) {
+            // Still pending: its own timeout starts now.
+            let at = Instant::now()
+                .checked_add(after)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
+            p.timer = Some(self.shared.arm_timer(at, stream.token, TimerKind::Request(side)));
         }
         self.shared.rearm(stream, &mut inner, &mut Deliver::Queue);
         Ok(())
@@ -497,14 +505,57 @@ impl Port {
             self.shared.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
             return Ok(busy);
         }
+        self.cancel_sides(stream, &[Side::Read, Side::Write], "cancel")
+    }
+
+    /// Cancels the I/O pending on the read side of `isb` (a read, vectored read, accept or
+    /// recv_from), leaving the write side alone: [`Port::cancel`] for one side. Returns 1 if
+    /// an I/O was cancelled, else 0 (nothing was pending, or it had already finished).
+    ///
+    /// # Errors
+    /// As [`Port::cancel`].
+    pub fn cancel_read(&self, isb: &Isb) -> Result<usize> {
+        let stream = self.own(isb, Op::Read)?;
+        self.cancel_sides(stream, &[Side::Read], "cancel_read")
+    }
+
+    /// Cancels the I/O pending on the write side of `isb` (a write, vectored write, connect or
+    /// send_to), leaving the read side alone. Returns 1 if an I/O was cancelled, else 0.
+    ///
+    /// ```
+    /// use cport::{Port, Request, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]))?; // stays pending: the peer is quiet
+    /// assert_eq!(port.cancel_write(&isb)?, 0, "nothing to cancel on the write side");
+    /// assert_eq!(port.cancel_read(&isb)?, 1);
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").status(), Status::Cancelled);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Port::cancel`].
+    pub fn cancel_write(&self, isb: &Isb) -> Result<usize> {
+        let stream = self.own(isb, Op::Write)?;
+        self.cancel_sides(stream, &[Side::Write], "cancel_write")
+    }
+
+    fn cancel_sides(&self, stream: &Arc<Stream>, sides: &[Side], what: &str) -> Result<usize> {
         let mut inner = stream.lock();
         if inner.driver.is_none() {
             return Err(Error::new(
                 ErrorKind::NotAssigned,
-                format!("cancel on stream {}: not assigned", stream.user_token),
+                format!("{what} on stream {}: not assigned", stream.user_token),
             ));
         }
-        Ok(self.shared.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue))
+        #[cfg(loom)]
+        let sides = if crate::sync::planted("cancel_side_ends_both") { &[Side::Read, Side::Write][..] } else { sides };
+        // Planted bug `cancel_side_ends_both`: a one-side cancel ends both sides.
+        let n = self.shared.end_sides(stream, &mut inner, sides, Status::Cancelled, &mut Deliver::Queue);
+        self.shared.rearm(stream, &mut inner, &mut Deliver::Queue);
+        Ok(n)
     }
 
     /// Sets the stream's deadline: I/O still pending `after` from now ends as `TimedOut`.
@@ -626,20 +677,45 @@ impl Port {
         Ok(())
     }
 
-    /// Waits for the next completion, at most `timeout` (`None`: no limit).
+    /// Waits for the next completion, at most `timeout` (`None`: no limit), and says what
+    /// ended the wait: a [`Next::Completion`], [`Next::Woken`] by [`Port::wakeup`], or
+    /// [`Next::TimedOut`] (never with `timeout` `None`).
     ///
-    /// Returns `Ok(None)` when the timeout passed or [`Port::wakeup`] woke this thread. Any
-    /// number of threads may wait at once; each completion goes to exactly one of them. While
-    /// it waits, the calling thread may poll epoll and do the I/O of what it reports (one
+    /// Any number of threads may wait at once; each completion goes to exactly one of them.
+    /// While it waits, the calling thread may poll epoll and do the I/O of what it reports (one
     /// thread at a time does); the completions of that batch it returns from this call and the
     /// next ones, in the order they finished, unless it stays away long, when another thread
     /// takes them over. A thread that stops calling for good may leave them for up to a few
     /// milliseconds; when it exits they are handed on at once.
     ///
+    /// ```
+    /// use cport::{Next, Port};
+    ///
+    /// let port = Port::new()?;
+    /// port.post(1, 42)?;
+    /// port.wakeup();
+    /// match port.next(None)? {
+    ///     Next::Completion(c) => assert_eq!(c.value(), 42),
+    ///     Next::Woken | Next::TimedOut => unreachable!("a queued completion comes first"),
+    /// }
+    /// assert!(matches!(port.next(None)?, Next::Woken));
+    /// # Ok::<(), cport::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// `PortClosed` once the port is shut down and every completion has been taken.
-    pub fn next_completion(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
+    pub fn next(&self, timeout: Option<Duration>) -> Result<Next> {
         self.shared.next(timeout, None)
+    }
+
+    /// [`Port::next`] as an `Option`: `Ok(None)` when the timeout passed **or** when
+    /// [`Port::wakeup`] woke this thread, which can happen with `timeout` `None` too. A loop
+    /// that must tell the two apart uses [`Port::next`].
+    ///
+    /// # Errors
+    /// As [`Port::next`].
+    pub fn next_completion(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
+        Ok(self.shared.next(timeout, None)?.completion())
     }
 
     /// Takes a completion if one is queued, without waiting.
@@ -663,16 +739,18 @@ impl Port {
         }
         let before = out.len();
         match self.shared.next(timeout, Some((&mut *out, before + max - 1)))? {
-            Some(first) => {
+            Next::Completion(first) => {
                 out.insert(before, first);
                 Ok(out.len() - before)
             }
-            None => Ok(0),
+            Next::Woken | Next::TimedOut => Ok(0),
         }
     }
 
-    /// Makes one thread blocked in `next_completion` return `Ok(None)` at once; with none
-    /// blocked, the next one that would block returns at once instead (seed 004's wakeup).
+    /// Makes one thread waiting in [`Port::next`] return [`Next::Woken`] (`Ok(None)` from
+    /// `next_completion`) at once; with none waiting, the next one that would wait returns at
+    /// once instead. Completions already queued are taken first. An MPI-style progress loop
+    /// uses it to make a waiting thread look at other work.
     pub fn wakeup(&self) {
         self.shared.wait.wakeup(&self.shared);
     }

@@ -15,8 +15,10 @@ use crate::token::Token;
 pub(crate) enum TimerKind {
     /// The deadline of `set_timeout`.
     Deadline,
-    /// The accept back-off after EMFILE/ENFILE.
+    /// The accept back-off after EMFILE/ENFILE (and ENOBUFS/ENOMEM).
     Backoff,
+    /// The timeout of the request pending on this side (`Request::timeout`).
+    Request(Side),
 }
 
 /// What the timer wheel carries: the stream, which timer, and that timer's sequence number
@@ -102,6 +104,30 @@ impl Shared {
                 TimerKind::Deadline if inner.deadline.map(|d| d.1) == Some(key.seq) => {
                     inner.deadline = None;
                     self.end_all(&stream, &mut inner, crate::completion::Status::TimedOut, how);
+                }
+                TimerKind::Request(side)
+                    if inner.pending[side as usize].as_ref().and_then(|p| p.timer).map(|t| t.1) == Some(key.seq) =>
+                {
+                    // The wheel already dropped this timer: do not disarm it again.
+                    if let Some(p) = inner.pending[side as usize].as_mut() {
+                        p.timer = None;
+                    }
+                    #[cfg(loom)]
+                    if crate::sync::planted("request_timeout_keeps_io") {
+                        // Planted bug: the timeout is reported, and the request left pending.
+                        let isb = crate::isb::Isb { stream: stream.clone() };
+                        let op = inner.pending[side as usize].as_ref().map_or(crate::request::Op::Read, |p| p.req.op());
+                        let c = crate::completion::Completion::new(
+                            stream.user_token,
+                            Some(isb),
+                            op,
+                            crate::completion::Status::TimedOut,
+                        );
+                        self.deliver(c, how);
+                        continue;
+                    }
+                    self.finish(&stream, &mut inner, side, crate::completion::Status::TimedOut, None, how);
+                    self.rearm(&stream, &mut inner, how);
                 }
                 TimerKind::Backoff if inner.backoff.map(|d| d.1) == Some(key.seq) => {
                     inner.backoff = None;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::stats::{Counter, Counters};
 use super::{Deliver, Shared, CLOSED};
-use crate::completion::Completion;
+use crate::completion::{Completion, Next};
 use crate::error::{Error, Result};
 use crate::queue::{Injector, Local, Stealer};
 use crate::sync::{
@@ -754,11 +754,11 @@ impl Shared {
         &self,
         timeout: Option<Duration>,
         mut batch: Option<(&mut Vec<Completion>, usize)>,
-    ) -> Result<Option<Completion>> {
+    ) -> Result<Next> {
         let mut ctx = checkout(self);
         self.wait.enter(&mut ctx);
         let got = self.wait_next(&mut ctx, timeout);
-        if let (Ok(Some(_)), Some((out, more))) = (&got, batch.as_mut()) {
+        if let (Ok(Next::Completion(_)), Some((out, more))) = (&got, batch.as_mut()) {
             let closed = self.state.load(SeqCst) == CLOSED;
             while out.len() < *more {
                 match self.take(&mut ctx, closed) {
@@ -781,7 +781,8 @@ impl Shared {
         Some(c)
     }
 
-    fn wait_next(&self, ctx: &mut Ctx, timeout: Option<Duration>) -> Result<Option<Completion>> {
+    fn wait_next(&self, ctx: &mut Ctx, timeout: Option<Duration>) -> Result<Next> {
+        let took = |c: Option<Completion>| c.map_or(Next::TimedOut, Next::Completion);
         let w = &self.wait;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let trying = timeout == Some(Duration::ZERO);
@@ -790,7 +791,7 @@ impl Shared {
         let result = loop {
             let closed = self.state.load(SeqCst) == CLOSED;
             if let Some(c) = self.take(ctx, closed) {
-                break Ok(Some(c));
+                break Ok(Next::Completion(c));
             }
             if searching {
                 searching = false;
@@ -812,13 +813,13 @@ impl Shared {
                 continue;
             }
             if w.take_wakeup() {
-                break Ok(None);
+                break Ok(Next::Woken);
             }
             if trying || deadline.is_some_and(|d| Instant::now() >= d) {
                 if w.acquire_poll(WAITER) {
                     self.poll_once(ctx, 0);
                 }
-                break Ok(self.take(ctx, closed));
+                break Ok(took(self.take(ctx, closed)));
             }
             if w.may_poll(ctx) && w.acquire_poll(WAITER) {
                 self.poll_as_waiter(ctx, deadline);
@@ -827,8 +828,8 @@ impl Shared {
             match w.park(ctx, deadline, self) {
                 Woke::Look => {}
                 Woke::Work => searching = true,
-                Woke::Wakeup => break Ok(None),
-                Woke::TimedOut => break Ok(self.take(ctx, closed)),
+                Woke::Wakeup => break Ok(Next::Woken),
+                Woke::TimedOut => break Ok(took(self.take(ctx, closed))),
             }
         };
         if searching {
