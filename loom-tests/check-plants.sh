@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A model that cannot fail proves nothing: plant each bug (CPORT_PLANT=name, compiled only in
 # loom builds) and check that its model fails, and fails for the reason the plant must cause:
-# the model's own assertion message, or loom's deadlock report. A model that passes, fails to
-# build, or fails in another way (a panic inside the library, another assertion) is "missed".
+# the model's own assertion message, or loom's report of a deadlock or of a livelock ("maximum
+# number of branches": a thread that waits, yielding, for something that never comes). A model
+# that passes, fails to build, or fails in another way (a panic inside the library, another
+# assertion) is "missed".
 # Exits non-zero if any planted bug is missed. Run through loom-tests/run.sh, which sets
 # RUSTFLAGS and the target directory.
 set -uo pipefail
@@ -15,6 +17,8 @@ plants=(
     "timeout_keeps_io|models/timeout_races_completion_and_cancel|one started read, one completion"
     "request_timeout_keeps_io|models/request_timeout_races_completion_and_cancel|one started read, one completion"
     "cancel_side_ends_both|models/cancel_read_leaves_the_write_pending|the write is still pending after cancel_read"
+    "next_accept_unchecked|models/accept_series_races_close|maximum number of branches"
+    "drain_misses_a_move|models/accept_series_races_close|the started accept ends before the close"
     "close_before_cancel|models/close_races_readiness|the read ends before the close"
     "no_generation|models/reused_slot_gets_no_stale_event|the new stream saw a stale event"
     "lost_wakeup|models/waiters_race_worker_and_wakeup|deadlock"

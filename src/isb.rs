@@ -65,6 +65,33 @@ impl Isb {
         let inner = lock(&self.stream.inner);
         inner.driver.as_ref().map(|d| d.fd())
     }
+
+    /// The local address of the stream's IPv4 or IPv6 socket: for a listener bound to port 0
+    /// ([`Port::listen`](crate::Port::listen)), the port the kernel picked.
+    ///
+    /// # Errors
+    /// `NotAssigned` once the stream is released; `InvalidInput` if it is not an IPv4/IPv6
+    /// socket; `Os` if the OS refuses.
+    pub fn local_addr(&self) -> crate::Result<std::net::SocketAddr> {
+        use std::os::fd::FromRawFd;
+        let inner = lock(&self.stream.inner);
+        let Some(d) = inner.driver.as_ref() else {
+            return Err(Error::new(
+                crate::ErrorKind::NotAssigned,
+                format!("local_addr of stream {}: not assigned", self.stream.user_token),
+            ));
+        };
+        let what = format!("local_addr of {}", self.stream.describe(&inner));
+        let fd = d.fd();
+        // SAFETY: the fd is open while the stream's lock is held (a release takes the driver,
+        // which owns the fd, under that lock), and `ManuallyDrop` never closes it: the
+        // listener only lends `getsockname` to any socket.
+        let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+        sock.local_addr().map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => Error::invalid(format!("{what}: not an IPv4 or IPv6 socket")),
+            _ => Error::from_io(&e, what),
+        })
+    }
 }
 
 impl PartialEq for Isb {
@@ -395,6 +422,11 @@ pub(crate) fn completion(isb: Isb, op: Op, pending: Pending, status: Status, err
     let token = isb.stream.user_token;
     let mut c = Completion::new(token, Some(isb), op, status);
     c.bytes = pending.done;
+    if op == Op::Accept && matches!(status, Status::Ok | Status::Failed) {
+        // The accepts of `accept_many` still to come: the next starts when this is taken.
+        // An accept ended by cancel, close, a timeout or a hang-up ends the series.
+        c.value = pending.req.extra.as_ref().map_or(0, |x| x.more_accepts) as u64;
+    }
     if error.is_some() {
         c.extra().error = error;
     }

@@ -93,6 +93,9 @@ pub struct Request {
 pub(crate) struct Extra {
     pub(crate) progress: Option<Progress>,
     pub(crate) timeout: Option<Duration>,
+    /// Accepts to start after this one, each once the previous one's completion is taken
+    /// (`Port::accept_many`).
+    pub(crate) more_accepts: usize,
 }
 
 /// The operation and its buffers.

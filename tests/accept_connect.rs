@@ -184,3 +184,92 @@ fn unix_listener_and_stream_round_trip() {
     assert_eq!(port.streams(), 1);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// `listen` and `accept_many`: one call, and the listener keeps an accept pending while two
+/// threads handle what it accepted; each accept is one completion whose value counts down
+/// the accepts still to start; the series ends after its last.
+#[test]
+fn accept_many_keeps_accepting_without_reposting() {
+    const N: usize = 40;
+    let port = cport::Port::builder().threads(0).build().unwrap();
+    let lis = port.listen("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    let addr = lis.local_addr().unwrap();
+    assert_ne!(addr.port(), 0, "the kernel picked a port");
+    port.accept_many(&lis, N).unwrap();
+    assert_eq!(port.accept(&lis).unwrap_err().kind(), ErrorKind::Busy, "the series holds the read side");
+
+    let clients = std::thread::spawn(move || (0..N + 1).map(|_| TcpStream::connect(addr).unwrap()).collect::<Vec<_>>());
+    let handlers: Vec<_> = (0..2)
+        .map(|_| {
+            let port = port.clone();
+            std::thread::spawn(move || {
+                let mut left = Vec::new();
+                while let Some(mut c) = port.next_completion(Some(Duration::from_millis(300))).unwrap() {
+                    assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok));
+                    assert!(c.addr().is_some(), "the peer's address");
+                    drop(c.take_accepted().expect("the accepted stream"));
+                    left.push(c.value());
+                }
+                left
+            })
+        })
+        .collect();
+    let clients = clients.join().unwrap();
+    let mut left: Vec<u64> = handlers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..N as u64).collect::<Vec<_>>(), "N accepts, counting down to the last");
+    // The series is over: the connection beyond N waits for an accept started by hand.
+    port.accept(&lis).unwrap();
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.value()), (Op::Accept, Status::Ok, 0));
+    drop(clients);
+}
+
+/// A cancelled accept ends its series: one Cancelled completion, no accept after it; a close
+/// ends it too, with the Close completion last.
+#[test]
+fn cancel_and_close_end_an_accept_series() {
+    let port = cport::Port::builder().threads(0).build().unwrap();
+    let path = socket_path("series");
+    let lis = port.listen_unix(&path, 3).unwrap();
+    port.accept_many(&lis, usize::MAX).unwrap();
+    let _a = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let mut c = next(&port);
+    assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok));
+    assert_eq!(c.value(), usize::MAX as u64 - 1);
+    drop(c.take_accepted());
+    // Taking it started the next accept, which waits.
+    assert_eq!(port.cancel(&lis).unwrap(), 1);
+    let c = next(&port);
+    assert_eq!((c.op(), c.status(), c.value()), (Op::Accept, Status::Cancelled, 0));
+    let _b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    util::assert_quiet(&port, Duration::from_millis(50));
+
+    port.accept_many(&lis, 5).unwrap();
+    let mut c = next(&port);
+    assert_eq!((c.status(), c.value()), (Status::Ok, 4), "the connection that waited");
+    drop(c.take_accepted());
+    port.close(&lis).unwrap();
+    let ops: Vec<(Op, Status)> = [next(&port), next(&port)].iter().map(|c| (c.op(), c.status())).collect();
+    assert_eq!(ops, vec![(Op::Accept, Status::Cancelled), (Op::Close, Status::Ok)]);
+    util::assert_quiet(&port, Duration::from_millis(50));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Bad input to the short path: clear errors, nothing started.
+#[test]
+fn listen_and_accept_many_refuse_bad_input() {
+    let port = cport::Port::builder().threads(0).build().unwrap();
+    let lis = port.listen("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    assert_eq!(port.accept_many(&lis, 0).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let taken = lis.local_addr().unwrap();
+    let e = port.listen(taken, 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Os(io::ErrorKind::AddrInUse), "{e}");
+    assert_eq!(port.listen_unix("", 1).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let path = socket_path("unix-local");
+    let ul = port.listen_unix(&path, 2).unwrap();
+    assert_eq!(ul.local_addr().unwrap_err().kind(), ErrorKind::InvalidInput, "a Unix socket has no IP address");
+    port.deassign(&lis).unwrap();
+    assert_eq!(lis.local_addr().unwrap_err().kind(), ErrorKind::NotAssigned);
+    let _ = std::fs::remove_file(&path);
+}

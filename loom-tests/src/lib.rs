@@ -277,3 +277,87 @@ pub fn settle(port: &Port, host: &Host, peer: &Peer) -> Vec<u8> {
         }
     }
 }
+
+/// What a fake listener and its clients share: connections waiting to be accepted.
+struct Backlog {
+    waiting: usize,
+    /// fd numbers handed to accepted streams.
+    next_fd: RawFd,
+}
+
+/// The driver end of a fake listening socket: each accept takes one waiting connection (a
+/// stream that does nothing, with an fd number of its own).
+pub struct MockListener {
+    fd: RawFd,
+    backlog: Arc<Mutex<Backlog>>,
+    kernel: Kernel,
+}
+
+/// The model's end of a fake listener: clients connect through it.
+#[derive(Clone)]
+pub struct Dialer {
+    fd: RawFd,
+    backlog: Arc<Mutex<Backlog>>,
+    kernel: Kernel,
+}
+
+/// A fake listener with fd number `fd` on `port`'s stand-in kernel, and its dialer. Accepted
+/// streams get fd numbers from `fd + 1` on.
+pub fn listener(port: &Port, fd: RawFd) -> (MockListener, Dialer) {
+    let backlog = Arc::new(Mutex::new(Backlog { waiting: 0, next_fd: fd + 1 }));
+    let kernel = port.kernel();
+    kernel.set_ready(fd, false, false);
+    (MockListener { fd, backlog: backlog.clone(), kernel: kernel.clone() }, Dialer { fd, backlog, kernel })
+}
+
+impl Dialer {
+    /// A client connects: one more connection waits to be accepted.
+    pub fn connect(&self) {
+        let mut b = self.backlog.lock().unwrap();
+        b.waiting += 1;
+        self.kernel.set_ready(self.fd, true, false);
+    }
+}
+
+/// A stream that was accepted and is never read or written in the models.
+struct Accepted {
+    fd: RawFd,
+}
+
+impl Driver for Accepted {
+    fn name(&self) -> &'static str {
+        "mock accepted stream"
+    }
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn supports(&self, op: Op) -> bool {
+        matches!(op, Op::Read | Op::Write)
+    }
+}
+
+impl Driver for MockListener {
+    fn name(&self) -> &'static str {
+        "mock listener"
+    }
+
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    fn supports(&self, op: Op) -> bool {
+        op == Op::Accept
+    }
+
+    fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<std::net::SocketAddr>)> {
+        let mut b = self.backlog.lock().unwrap();
+        if b.waiting == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        b.waiting -= 1;
+        let fd = b.next_fd;
+        b.next_fd += 1;
+        self.kernel.set_ready(self.fd, b.waiting > 0, false);
+        Ok((Box::new(Accepted { fd }), None))
+    }
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use cport::{ErrorKind, Op, Port, Request, Status};
-use cport_loom_tests::{drain, model, pair, windowed};
+use cport_loom_tests::{drain, listener, model, pair, windowed};
 use loom::thread;
 
 fn port() -> Port {
@@ -145,6 +145,44 @@ fn cancel_read_leaves_the_write_pending() {
             s => panic!("unexpected status {s:?}"),
         }
         assert!(ops.contains(&(Op::Write, Status::Cancelled)), "the write ends once, cancelled: {ops:?}");
+    });
+}
+
+/// Model 2d: an `accept_many` series racing a close. Another thread takes the first accept's
+/// completion, which starts the next accept of the series, while this thread closes the
+/// listener. Either the next accept started first (the close then cancels it: one Cancelled
+/// completion) or the close came first (it never starts); either way the Close completion is
+/// the listener's last and comes once. The taker's thread ends with the Close in its queue,
+/// which moves to the shared queue while this thread drains. Plants `next_accept_unchecked`
+/// (the next accept starts without a look at whether the stream was released, so it is never
+/// ended, and the drain waits for the Close forever) and `drain_misses_a_move` (shutdown's last
+/// look checks the queues before `in_flight` and ignores moves: the Close, moving from the
+/// leaving thread's queue, falls between the looks and `PortClosed` comes first).
+#[test]
+fn accept_series_races_close() {
+    model("accept_series_races_close", || {
+        let port = Port::builder().threads(0).build().unwrap();
+        let (lis, dialer) = listener(&port, 100);
+        let isb = port.assign(lis, 1).unwrap();
+        dialer.connect();
+        port.accept_many(&isb, 3).unwrap();
+
+        let p = port.clone();
+        let taker = thread::spawn(move || {
+            let c = p.next_completion(None).unwrap().expect("no timeout");
+            (c.op(), c.status(), c.value())
+        });
+        port.close(&isb).unwrap();
+        let first = taker.join().unwrap();
+        let done = drain(&port);
+
+        assert_eq!(first, (Op::Accept, Status::Ok, 2), "the first accept, two more to come");
+        let ops: Vec<(Op, Status)> = done.iter().map(|c| (c.op(), c.status())).collect();
+        assert!(
+            ops == vec![(Op::Close, Status::Ok)]
+                || ops == vec![(Op::Accept, Status::Cancelled), (Op::Close, Status::Ok)],
+            "the started accept ends before the close, the Close comes last and once: {ops:?}"
+        );
     });
 }
 

@@ -218,8 +218,36 @@ impl Shared {
     pub(crate) fn processed(&self, c: &Completion, how: &mut Deliver<'_>) {
         if let (Some(isb), Some(side)) = (&c.isb, c.op.side()) {
             isb.stream.processed(side);
+            if c.op == Op::Accept && c.value > 0 {
+                self.next_accept(&isb.stream, c.value as usize - 1, how);
+            }
             self.deliver_close(&isb.stream, how);
         }
+    }
+
+    /// Starts the next accept of an `accept_many` series, its predecessor's completion having
+    /// just been taken: unless the stream was released, the port is shutting down, or another
+    /// I/O took the read side meanwhile (the series then ends, as documented).
+    fn next_accept(&self, stream: &Arc<Stream>, more: usize, how: &mut Deliver<'_>) {
+        let mut inner = stream.lock();
+        #[cfg(loom)]
+        let look = !crate::sync::planted("next_accept_unchecked");
+        #[cfg(not(loom))]
+        let look = true;
+        // Planted bug `next_accept_unchecked`: start it whether or not the stream is released.
+        if look && (inner.driver.is_none() || self.state.load(Ordering::SeqCst) != super::OPEN) {
+            return;
+        }
+        if !stream.begin(Side::Read, &inner) {
+            return;
+        }
+        let mut req = crate::request::Request::accept();
+        req.extra().more_accepts = more;
+        inner.pending[Side::Read as usize] = Some(Box::new(isb::Pending::new(req)));
+        if inner.backoff.is_none() {
+            self.advance(stream, &mut inner, Side::Read, false, how);
+        }
+        self.rearm(stream, &mut inner, how);
     }
 
     /// Delivers the stream's Close completion if a close is pending and every other

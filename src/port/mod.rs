@@ -484,6 +484,76 @@ impl Port {
         self.start_io(isb, Request::accept())
     }
 
+    /// Starts `n` accepts on a listener, one after another: the first now, and each next one
+    /// as soon as the completion of the one before has been taken (by whichever thread takes
+    /// it, before it handles the connection), so the listener always has an accept pending
+    /// while its connections are handled in parallel, and nobody re-posts by hand. Each accept
+    /// ends in exactly one completion (`Op::Accept`); its [`Completion::value`] says how many
+    /// of the `n` are still to start. An accept ended by a cancel, close, deadline, hang-up or
+    /// shutdown ends the series (those not yet started never start, and complete nothing);
+    /// so does another I/O started on the listener's read side meanwhile. `usize::MAX`
+    /// accepts until then.
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+    /// let addr = listener.local_addr()?;
+    /// port.accept_many(&listener, usize::MAX)?;
+    /// let clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr)).collect::<Result<_, _>>()?;
+    /// for i in 0..3 {
+    ///     let mut c = port.next_completion(None)?.expect("no timeout");
+    ///     assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok));
+    ///     let conn = port.assign_boxed(c.take_accepted().expect("an accepted stream"), 100 + i)?;
+    ///     # drop(conn);
+    /// }
+    /// # drop(clients);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` for `n == 0`; otherwise as [`Port::start_io`] for the first accept.
+    pub fn accept_many(&self, isb: &Isb, n: usize) -> std::result::Result<(), StartError> {
+        let mut req = Request::accept();
+        if n == 0 {
+            let e = Error::invalid(format!("accept_many on stream {}: zero accepts", isb.token()));
+            return Err(StartError::new(e, req));
+        }
+        req.extra().more_accepts = n - 1;
+        self.start_io(isb, req)
+    }
+
+    /// Binds a TCP listener to `addr` (port 0: the kernel picks one; see
+    /// [`Isb::local_addr`]) and assigns it under `token`. Start accepting with
+    /// [`Port::accept`] or [`Port::accept_many`]. (To set socket options first, bind it
+    /// yourself and assign a [`driver::TcpListener`].)
+    ///
+    /// # Errors
+    /// `Os` if the address cannot be bound (`AddrInUse`, `PermissionDenied`, ...);
+    /// `PortClosed` after shutdown.
+    pub fn listen(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
+        let l = std::net::TcpListener::bind(addr).map_err(|e| Error::from_io(&e, format!("listen on {addr}")))?;
+        self.assign(driver::TcpListener::new(l), token)
+    }
+
+    /// [`Port::listen`] for a Unix-domain stream socket bound at `path` (which must not
+    /// exist yet; remove it once the listener is closed).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a path that is empty, too long or holds a NUL byte; otherwise as
+    /// [`Port::listen`].
+    pub fn listen_unix(&self, path: impl AsRef<Path>, token: u64) -> Result<Isb> {
+        let path = path.as_ref();
+        if path.as_os_str().is_empty() {
+            // Linux would "autobind" an empty path to a random abstract address.
+            return Err(Error::invalid("listen on an empty Unix socket path"));
+        }
+        let l = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| Error::from_io(&e, format!("listen on {}", path.display())))?;
+        self.assign(driver::UnixListener::new(l), token)
+    }
+
     /// Cancels the I/O pending on `isb` (both sides). Each cancelled I/O still queues exactly
     /// one completion, with status `Cancelled`; an I/O that had already finished keeps its
     /// own completion. Returns how many I/Os were cancelled.

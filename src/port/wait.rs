@@ -191,6 +191,9 @@ pub(crate) struct Wait {
     /// completions waiting until their stream's other completions are taken, and the queue
     /// of a context being retired.
     pub(crate) in_flight: AtomicUsize,
+    /// Moves of a retired context's queue begun so far: shutdown's last look is void if one
+    /// began while it looked (see [`Wait::drained`]).
+    transits: AtomicUsize,
     /// Counters of threads without a context of this port.
     pub(crate) counters: Counters,
     pub(crate) link: Arc<Link>,
@@ -354,6 +357,7 @@ impl Wait {
             poll: AtomicU8::new(VACANT),
             wakeups: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            transits: AtomicUsize::new(0),
             counters: Counters::new_shared(),
             link: Arc::new(Link { alive: AtomicBool::new(true), shared: Mutex::new(None) }),
             origin: Instant::now(),
@@ -524,9 +528,32 @@ impl Wait {
         ctx.peers(self).iter().any(|p| !Arc::ptr_eq(p, &ctx.peer) && p.open(now) && !p.stealer.is_empty())
     }
 
-    /// Whether every queue is empty (shutdown's last look).
+    /// Whether every queue is empty (W9's look).
     fn all_empty(&self, ctx: &mut Ctx) -> bool {
         self.injector.is_empty() && ctx.peers(self).iter().all(|p| p.stealer.is_empty())
+    }
+
+    /// W9, shutdown's last look: nothing is queued anywhere and nothing is on its way to a
+    /// queue. A completion on its way is counted in `in_flight` from before it leaves where it
+    /// was until after it arrived (a pending Close until it is delivered; a retired context's
+    /// queue while it moves into the injector). `in_flight` is read first: zero means every
+    /// completion then was in a queue or taken. A queue that starts to move after that read
+    /// could still slip between the looks at its old and new places, so such a move (counted
+    /// in `transits` when it begins) voids the look.
+    fn drained(&self, ctx: &mut Ctx) -> bool {
+        #[cfg(loom)]
+        let blind = crate::sync::planted("drain_misses_a_move");
+        #[cfg(not(loom))]
+        let blind = false;
+        // Planted bug `drain_misses_a_move`: the queues first, `in_flight` after, no `transits`.
+        if blind {
+            return self.all_empty(ctx) && self.in_flight.peek() == 0;
+        }
+        let moves = self.transits.peek();
+        if self.in_flight.peek() != 0 {
+            return false;
+        }
+        self.all_empty(ctx) && self.transits.peek() == moves
     }
 
     /// W2: whether `ctx` should take the poll role now: nobody else is active (working
@@ -583,7 +610,13 @@ impl Wait {
         peer.counters.add(Counter::Parks, 1);
         let now = self.now_ns();
         let busy = ctx.peers(self).iter().any(|p| !Arc::ptr_eq(p, &ctx.peer) && p.active(now));
-        let look_at = if timed { Some(Instant::now() + if busy { STANDBY_BUSY } else { STANDBY_IDLE }) } else { None };
+        // Under loom the standby never times out: the models must not depend on the clock
+        // (see `away_soon`).
+        let look_at = if timed && !cfg!(loom) {
+            Some(Instant::now() + if busy { STANDBY_BUSY } else { STANDBY_IDLE })
+        } else {
+            None
+        };
         let until = match (deadline, look_at) {
             (Some(d), Some(l)) => Some(d.min(l)),
             (d, l) => d.or(l),
@@ -675,7 +708,9 @@ impl Wait {
         // Time away is sampled, one visit in `SAMPLE` (reading the clock twice per message
         // costs more than the rest of the bookkeeping).
         ctx.visits = ctx.visits.wrapping_add(1);
-        if ctx.visits % SAMPLE == 0 {
+        // Not under loom: a model's executions must not depend on the clock (the time away
+        // then stays 0, a thread that comes back at once).
+        if ctx.visits % SAMPLE == 0 && !cfg!(loom) {
             let now = Instant::now();
             ctx.left_at = Some(now);
             ctx.peer.left_at_ns.store(u64::try_from(now.duration_since(self.origin).as_nanos()).unwrap_or(0), Relaxed);
@@ -714,6 +749,7 @@ impl Wait {
     fn retire(&self, ctx: &mut Ctx, shared: &Shared) {
         let mut moved = false;
         self.in_flight.fetch_add(1, SeqCst);
+        self.transits.fetch_add(1, SeqCst);
         #[cfg(loom)]
         let keep = crate::sync::planted("retire_keeps_work");
         #[cfg(not(loom))]
@@ -803,11 +839,13 @@ impl Shared {
                 // completion is being taken, a leaving thread's queue being moved) keeps the
                 // port open a moment longer. Only a lost completion could keep it so for long:
                 // after IN_FLIGHT_PATIENCE the port is closed anyway rather than hang.
-                if w.all_empty(ctx) {
-                    let waited = *closing_since.get_or_insert_with(Instant::now);
-                    if w.in_flight.peek() == 0 || (!cfg!(loom) && waited.elapsed() > IN_FLIGHT_PATIENCE) {
-                        break Err(Error::closed());
-                    }
+                if w.drained(ctx) {
+                    break Err(Error::closed());
+                }
+                // Only a lost completion keeps the port from looking drained for long.
+                let waited = *closing_since.get_or_insert_with(Instant::now);
+                if !cfg!(loom) && waited.elapsed() > IN_FLIGHT_PATIENCE && w.all_empty(ctx) {
+                    break Err(Error::closed());
                 }
                 crate::sync::yield_now();
                 continue;
