@@ -2,7 +2,7 @@
 //! each driven by the same closed-loop client. See issue 4.
 //!
 //! ```text
-//! cargo run --release --example echo_bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
+//! cargo run --release -p cport-echo-bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
 //!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
 //!     [--client-threads N] [--perf-conns N]
 //! ```
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
         }
     };
     let command = format!(
-        "cargo run --release --example echo_bench --{}",
+        "cargo run --release -p cport-echo-bench --{}",
         args.iter().map(|a| format!(" {a}")).collect::<String>()
     );
     match bench(&cfg, &command) {
