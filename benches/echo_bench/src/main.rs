@@ -442,7 +442,9 @@ fn measure(
 }
 
 fn bench(cfg: &Config, command: &str) -> Result<(), String> {
-    let nofile = sys::raise_nofile();
+    // The soft fd limit raised to the hard one (or as it was, if that fails).
+    let nofile =
+        cport_testkit::raise_nofile(libc::RLIM_INFINITY).or_else(|_| cport_testkit::nofile()).map_or(0, |l| l.soft);
     let max_conns = cfg.conns.iter().copied().max().unwrap_or(0);
     if (nofile as usize) < max_conns + 64 {
         eprintln!("echo_bench: warning: RLIMIT_NOFILE is {nofile}, too low for {max_conns} connections");
