@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of cport: unit, integration and doc tests (the storm included), the check that the
 # storm catches the bugs planted for it, then the loom models and the check that each model
-# catches the bug planted for it. Installs what the tests need on a fresh
-# Debian machine (redis-tools: redis-cli and redis-benchmark drive the RESP server example).
+# catches the bug planted for it. Installs what the tests need on a fresh Debian machine
+# (redis-tools: redis-cli and redis-benchmark drive the RESP server's tests, in
+# examples/resp_server).
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -23,11 +23,11 @@ for tool in redis-server redis-benchmark; do
     command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install redis-server redis-tools" >&2; exit 1; }
 done
 
-cargo build --release --example resp_server
+cargo build --release -p cport-resp-server
 CPORT_PORT=${CPORT_PORT:-6390}
 REDIS_PORT=${REDIS_PORT:-6391}
 
-target/release/examples/resp_server "127.0.0.1:$CPORT_PORT" --threads "${CPORT_THREADS:-2}" >"$OUT/cport.log" 2>&1 &
+target/release/resp_server "127.0.0.1:$CPORT_PORT" --threads "${CPORT_THREADS:-2}" >"$OUT/cport.log" 2>&1 &
 CPORT_PID=$!
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
     --logfile "$OUT/redis.log" &

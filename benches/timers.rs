@@ -38,21 +38,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 const FAR: Duration = Duration::from_secs(3600);
 
-/// Raises the soft fd limit to the hard one; returns the soft limit now in force.
-fn raise_nofile() -> libc::rlim_t {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid rlimit the call writes into.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit the call reads.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    // SAFETY: as above.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur
-}
-
 /// A port with `k` streams (dups of one socket end), each with a deadline `FAR` ahead.
 fn setup(k: usize) -> (Port, Vec<Isb>, UnixStream) {
     let port = Port::builder().threads(1).build().expect("port");
@@ -70,7 +55,9 @@ fn setup(k: usize) -> (Port, Vec<Isb>, UnixStream) {
 }
 
 fn timers(c: &mut Criterion) {
-    let limit = raise_nofile();
+    // The soft fd limit raised to the hard one (or left as it was, if that fails).
+    let limit =
+        cport_testkit::raise_nofile(libc::RLIM_INFINITY).or_else(|_| cport_testkit::nofile()).map_or(1024, |l| l.soft);
     let mut g = c.benchmark_group("timers");
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2)).throughput(Throughput::Elements(1));
     for k in [1usize, 1_000, 10_000] {

@@ -156,24 +156,6 @@ fn rss() -> i64 {
 // ---------------------------------------------------------------------------------------------
 // fd limit.
 
-/// Raises the soft fd limit to the hard one; returns (soft now, hard).
-fn raise_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid rlimit the call writes into.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return (1024, 1024);
-    }
-    let hard = lim.rlim_max;
-    lim.rlim_cur = hard;
-    // SAFETY: `lim` is a valid rlimit the call reads.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        eprintln!("setrlimit(RLIMIT_NOFILE, {hard}): {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: as the first call.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (lim.rlim_cur, hard)
-}
-
 /// fds kept free for the port, std and the accept benchmark.
 const FD_MARGIN: u64 = 64;
 
@@ -381,7 +363,12 @@ fn per(total: i64, n: usize) -> f64 {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn Error>> {
-    let (limit, hard) = raise_nofile();
+    // The soft fd limit raised to the hard one.
+    let lim = cport_testkit::raise_nofile(libc::RLIM_INFINITY).or_else(|e| {
+        eprintln!("raising RLIMIT_NOFILE to the hard limit: {e}");
+        cport_testkit::nofile()
+    });
+    let (limit, hard) = lim.map_or((1024, 1024), |l| (l.soft, l.hard));
     println!("RLIMIT_NOFILE: soft {limit}, hard {hard}; worker threads: {}", args.threads);
     let mut rows = Vec::new();
     for &n in &args.conns {

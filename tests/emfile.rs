@@ -11,30 +11,18 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use cport::{driver, ErrorKind, Op, Port, Status};
+use cport_testkit::{nofile, set_nofile, NoFile};
 use util::{next, GUARD};
 
 /// ACCEPT_BACKOFF in src/port.rs.
 const BACKOFF: Duration = Duration::from_millis(50);
 
-fn nofile() -> libc::rlimit {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit into `lim`.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    lim
-}
-
-fn set_nofile(lim: &libc::rlimit) {
-    // SAFETY: setrlimit reads one rlimit from `lim`.
-    let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, lim) };
-    assert_eq!(r, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
 /// Restores the fd limit even if the test fails half-way.
-struct Restore(libc::rlimit);
+struct Restore(NoFile);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        set_nofile(&self.0);
+        set_nofile(self.0).expect("restoring RLIMIT_NOFILE");
     }
 }
 
@@ -58,11 +46,11 @@ fn accept_on_emfile_fails_rests_and_recovers() {
     // Lower the soft limit just above the lowest free fd number, then fill what is left
     // below it. (The limit caps new fd numbers; fds already open above it, such as ones
     // inherited from the parent, stay open.)
-    let saved = nofile();
+    let saved = nofile().expect("reading RLIMIT_NOFILE");
     let _restore = Restore(saved);
     let open: Vec<i32> = util::fd_list().iter().map(|(fd, _)| *fd).collect();
     let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
-    set_nofile(&libc::rlimit { rlim_cur: lowest_free as libc::rlim_t + 8, rlim_max: saved.rlim_max });
+    set_nofile(NoFile { soft: lowest_free as libc::rlim_t + 8, ..saved }).expect("lowering RLIMIT_NOFILE");
     let mut fillers = Vec::new();
     loop {
         match File::open("/dev/null") {

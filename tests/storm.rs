@@ -378,12 +378,12 @@ impl Storm {
             }),
             5 => self.add(Kind::PipeIn, false, |id| {
                 let (r, w) = util::pipe();
-                set_nonblocking(w.as_raw_fd());
+                cport_testkit::set_nonblocking(w.as_raw_fd()).unwrap();
                 Ok((port.assign(driver::Fd::new(r), id)?, PeerEnd::Pipe(File::from(w))))
             }),
             6 => self.add(Kind::PipeOut, false, |id| {
                 let (r, w) = util::pipe();
-                set_nonblocking(r.as_raw_fd());
+                cport_testkit::set_nonblocking(r.as_raw_fd()).unwrap();
                 Ok((port.assign(driver::Fd::new(w), id)?, PeerEnd::Pipe(File::from(r))))
             }),
             7 => self.add(Kind::Udp, false, |id| {
@@ -853,14 +853,6 @@ impl Storm {
 fn size(rng: &mut Rng, one_in: u64, big: u64, small: u64) -> usize {
     let limit = if rng.below(one_in) == 0 { big } else { small };
     1 + rng.below(limit) as usize
-}
-
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: F_GETFL/F_SETFL take an int; the fd is open (owned by the caller).
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        assert!(flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0);
-    }
 }
 
 /// The local address of a TCP socket fd (getsockname).

@@ -68,45 +68,20 @@ pub fn port_with_pair(threads: usize) -> (Port, Isb, TcpStream) {
     (port, isb, peer)
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-    // SAFETY: setsockopt reads one c_int from the pointer, which points at `value`.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "setsockopt({level}, {name}) on fd {fd}: {}", std::io::Error::last_os_error());
-}
-
 /// Shrinks the kernel send buffer of `fd` so that a large write cannot be taken in one go.
 pub fn small_sndbuf(fd: RawFd, bytes: usize) {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes as libc::c_int);
+    cport_testkit::set_send_buffer(fd, bytes).unwrap_or_else(|e| panic!("SO_SNDBUF on fd {fd}: {e}"));
 }
 
 /// Shrinks the kernel receive buffer of `fd`.
 pub fn small_rcvbuf(fd: RawFd, bytes: usize) {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes as libc::c_int);
+    cport_testkit::set_recv_buffer(fd, bytes).unwrap_or_else(|e| panic!("SO_RCVBUF on fd {fd}: {e}"));
 }
 
 /// Sets `SO_LINGER {on, 0}`: closing the socket then sends a reset instead of a FIN.
 pub fn linger_zero(s: &impl AsRawFd) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
     let fd = s.as_raw_fd();
-    // SAFETY: setsockopt reads one `linger` from the pointer, which points at `l`.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER on fd {fd}: {}", std::io::Error::last_os_error());
+    cport_testkit::set_linger_zero(fd).unwrap_or_else(|e| panic!("SO_LINGER on fd {fd}: {e}"));
 }
 
 /// Closes `s` with a reset (RST) instead of an orderly FIN.
@@ -283,18 +258,4 @@ pub fn spin(n: u64) {
     for _ in 0..n {
         std::hint::spin_loop();
     }
-}
-
-/// Raises the soft RLIMIT_NOFILE to at least `want` (up to the hard limit); returns the new
-/// soft limit.
-pub fn raise_nofile(want: u64) -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit into `lim`.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    if lim.rlim_cur < want {
-        lim.rlim_cur = want.min(lim.rlim_max);
-        // SAFETY: setrlimit reads one rlimit from `lim`.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
-    }
-    lim.rlim_cur
 }

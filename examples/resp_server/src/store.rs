@@ -115,6 +115,11 @@ impl Store {
         self.shards.iter().map(|shard| lock(&shard.0).purge_expired()).sum()
     }
 
+    /// Whether no live key is left (walks the shards as [`Store::len`] does).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The number of live keys that have an expiry (`INFO keyspace`).
     pub fn volatile_len(&self) -> usize {
         self.shards.iter().map(|shard| lock(&shard.0).volatile).sum()

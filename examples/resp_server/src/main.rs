@@ -4,20 +4,17 @@
 //! and multibulk requests, pipelined.
 //!
 //! ```text
-//! cargo run --release --example resp_server -- [ADDR] [--threads N]   # default 127.0.0.1:6380
+//! cargo run --release -p cport-resp-server -- [ADDR] [--threads N]   # default 127.0.0.1:6380
 //! redis-cli -p 6380 set greeting hello
 //! redis-benchmark -p 6380 -t ping,set,get -P 16 -q
 //! ```
 //!
 //! Prints `listening <addr>` first. The protocol engine (`commands.rs`, `protocol.rs`,
-//! `store.rs`) knows nothing of sockets: cport's [`Server`] owns them and all buffering, feeds
-//! each connection's [`Session`] the bytes that arrived, keeps the unconsumed tail of a
-//! request split across reads, and sends the replies in order.
+//! `store.rs`, this package's library) knows nothing of sockets: cport's [`Server`] owns them
+//! and all buffering, feeds each connection's [`Session`] the bytes that arrived, keeps the
+//! unconsumed tail of a request split across reads, and sends the replies in order.
 
-mod commands;
-mod protocol;
-mod session;
-mod store;
+use cport_resp_server::session;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:6380".to_string();

@@ -1,22 +1,15 @@
-//! The RESP server example (`examples/resp_server/`) driven by the stock Redis clients:
-//! `redis-cli` (one command per process, and `--pipe` mass insertion) and `redis-benchmark`.
+//! The RESP server (`src/`) driven by the stock Redis clients: `redis-cli` (one command per
+//! process, and `--pipe` mass insertion) and `redis-benchmark`.
 //!
-//! Needs Debian's `redis-tools` (`.ci/run` installs it). The server is the example's own code
-//! (its modules are compiled into this test), on a free port, run by two threads.
-
-#[path = "../examples/resp_server/commands.rs"]
-mod commands;
-#[path = "../examples/resp_server/protocol.rs"]
-mod protocol;
-#[path = "../examples/resp_server/session.rs"]
-mod session;
-#[path = "../examples/resp_server/store.rs"]
-mod store;
+//! Needs Debian's `redis-tools` (`./test.sh` installs it). The server is the package's own
+//! code (its library), on a free port, run by two threads.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use cport_resp_server::session;
 
 fn tool(name: &str) -> String {
     let found = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
@@ -24,7 +17,7 @@ fn tool(name: &str) -> String {
     name.to_string()
 }
 
-/// The example's server, run by two threads, stopped on drop.
+/// The package's server, run by two threads, stopped on drop.
 struct Server {
     server: cport::session::Server,
     runners: Vec<std::thread::JoinHandle<cport::Result<()>>>,

@@ -41,7 +41,7 @@ pub const COUNTERS: [&str; 10] = [
 /// cport (0: the number of CPUs); the other kinds ignore it.
 pub fn main(kind: &str, threads: usize) -> Result<(), String> {
     sys::die_with_parent();
-    sys::raise_nofile();
+    let _ = cport_testkit::raise_nofile(libc::RLIM_INFINITY);
     let listener = bind_loopback().map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     match kind {
@@ -78,17 +78,7 @@ fn bind_loopback() -> std::io::Result<TcpListener> {
     }
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: passes a pointer to a live c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    cport_testkit::set_reuseaddr(fd)?;
     // SAFETY: sockaddr_in is plain old data; zeroed is a valid value.
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -263,7 +253,8 @@ fn handle(port: &Port, spares: &Spares, mut c: Completion) -> Option<Completion>
                 return None;
             }
             let stream = accepted?;
-            sys::set_nodelay(stream.fd());
+            // Errors are ignored: a closed peer is handled by the I/O path.
+            let _ = cport_testkit::set_nodelay(stream.fd());
             match port.assign_boxed(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
                 Ok(conn) => start(port, &conn, Request::read_some(vec![0; BUF])),
                 Err(e) => {
@@ -441,7 +432,7 @@ fn epoll_add(ep: RawFd, fd: RawFd, events: u32, data: u64) -> Result<(), String>
 
 fn serve_epoll(listener: TcpListener, addr: SocketAddr) -> Result<(), String> {
     let lfd = listener.as_raw_fd();
-    sys::set_nonblocking(lfd).map_err(|e| e.to_string())?;
+    cport_testkit::set_nonblocking(lfd).map_err(|e| e.to_string())?;
     // SAFETY: epoll_create1 takes an integer.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
@@ -480,7 +471,7 @@ fn serve_epoll(listener: TcpListener, addr: SocketAddr) -> Result<(), String> {
                             }
                         }
                     }
-                    sys::set_nodelay(fd);
+                    let _ = cport_testkit::set_nodelay(fd);
                     let i = fd as usize;
                     if conns.len() <= i {
                         conns.resize_with(i + 1, || None);

@@ -2,7 +2,7 @@
 //! each driven by the same closed-loop client. See issue 4.
 //!
 //! ```text
-//! cargo run --release --example echo_bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
+//! cargo run --release -p cport-echo-bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
 //!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
 //!     [--client-threads N] [--perf-conns N]
 //! ```
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
         }
     };
     let command = format!(
-        "cargo run --release --example echo_bench --{}",
+        "cargo run --release -p cport-echo-bench --{}",
         args.iter().map(|a| format!(" {a}")).collect::<String>()
     );
     match bench(&cfg, &command) {
@@ -442,7 +442,9 @@ fn measure(
 }
 
 fn bench(cfg: &Config, command: &str) -> Result<(), String> {
-    let nofile = sys::raise_nofile();
+    // The soft fd limit raised to the hard one (or as it was, if that fails).
+    let nofile =
+        cport_testkit::raise_nofile(libc::RLIM_INFINITY).or_else(|_| cport_testkit::nofile()).map_or(0, |l| l.soft);
     let max_conns = cfg.conns.iter().copied().max().unwrap_or(0);
     if (nofile as usize) < max_conns + 64 {
         eprintln!("echo_bench: warning: RLIMIT_NOFILE is {nofile}, too low for {max_conns} connections");

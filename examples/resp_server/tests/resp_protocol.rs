@@ -1,13 +1,5 @@
-//! The protocol engine of the `resp_server` example (parser, keyspace, commands), without the
-//! network: bytes in, reply bytes out, each reply checked byte for byte against what Redis 7
-//! sends.
-
-#[path = "../examples/resp_server/commands.rs"]
-mod commands;
-#[path = "../examples/resp_server/protocol.rs"]
-mod protocol;
-#[path = "../examples/resp_server/store.rs"]
-mod store;
+//! The protocol engine of the RESP server (parser, keyspace, commands), without the network:
+//! bytes in, reply bytes out, each reply checked byte for byte against what Redis 7 sends.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -15,9 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use commands::Client;
-use protocol::Fatal;
-use store::Store;
+use cport_resp_server::commands::Client;
+use cport_resp_server::protocol::Fatal;
+use cport_resp_server::store::Store;
 
 /// Records the largest single allocation each thread asks for, so a test can check that the
 /// parser does not reserve what a client merely claims it will send.

@@ -1,24 +1,7 @@
-//! Small OS helpers: file-descriptor limit, /proc readings, machine description, fd setup.
+//! Small OS helpers: /proc readings, machine description, parent death signal. (The fd limit
+//! and socket options are `cport_testkit`'s, shared with cport's tests and benches.)
 
 use std::io;
-use std::os::fd::RawFd;
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-pub fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid rlimit the call fills in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        // SAFETY: `want` is a valid rlimit that outlives the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            return want.rlim_cur;
-        }
-    }
-    lim.rlim_cur
-}
 
 /// Makes the kernel SIGKILL this process when its parent dies, so a server never outlives the bench.
 pub fn die_with_parent() {
@@ -26,35 +9,6 @@ pub fn die_with_parent() {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
     }
-}
-
-/// Sets TCP_NODELAY on a socket (errors are ignored: a closed peer is handled by the I/O path).
-pub fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: passes a pointer to a live c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Puts an fd into nonblocking mode.
-pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl with F_GETFL/F_SETFL takes integers only; a bad fd is an error.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// User+system CPU time of process `pid`, in nanoseconds (from /proc/<pid>/stat).

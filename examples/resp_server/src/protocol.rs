@@ -335,6 +335,11 @@ impl<'a> Args<'a> {
         self.ranges.len()
     }
 
+    /// Whether there are no arguments at all (the parser never yields such a request).
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
     /// Argument `i` (0 is the command name); empty if there is no such argument.
     pub fn get(&self, i: usize) -> &'a [u8] {
         self.ranges.get(i).and_then(|&(start, end)| self.buf.get(start..end)).unwrap_or_default()
