@@ -3,15 +3,18 @@
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Type};
 
 use super::Driver;
 use crate::request::Op;
 use crate::sys::socket::{self, SocketKind};
 
 /// Checks that `fd` is a socket of the expected shape and makes it nonblocking.
-fn attach_socket(fd: RawFd, what: &str, ok: impl Fn(SocketKind) -> bool) -> io::Result<()> {
+fn attach_socket(fd: BorrowedFd<'_>, what: &str, ok: impl Fn(SocketKind) -> bool) -> io::Result<()> {
     let kind = socket::socket_kind(fd).map_err(|e| {
+        let fd = fd.as_raw_fd();
         if e.raw_os_error() == Some(libc::ENOTSOCK) {
             io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is not a socket, so it cannot be a {what}"))
         } else {
@@ -19,13 +22,14 @@ fn attach_socket(fd: RawFd, what: &str, ok: impl Fn(SocketKind) -> bool) -> io::
         }
     })?;
     if !ok(kind) {
+        let fd = fd.as_raw_fd();
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is a socket but not a {what}")));
     }
     socket::set_nonblocking(fd)
 }
 
 fn is_stream(k: SocketKind) -> bool {
-    k.ty == libc::SOCK_STREAM && !k.listening
+    k.ty == Type::STREAM && !k.listening
 }
 
 macro_rules! stream_driver {
@@ -82,7 +86,7 @@ macro_rules! stream_driver {
                     return Ok(());
                 }
                 let domain_ok: fn(SocketKind) -> bool = $domain_ok;
-                attach_socket(self.fd(), $label, |k| is_stream(k) && domain_ok(k))
+                attach_socket(self.sock.as_fd(), $label, |k| is_stream(k) && domain_ok(k))
             }
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
                 (&self.sock).read(buf)
@@ -91,13 +95,13 @@ macro_rules! stream_driver {
                 (&self.sock).read_vectored(bufs)
             }
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                socket::send_vectored(self.fd(), &[IoSlice::new(buf)])
+                socket::send_vectored(self.sock.as_fd(), &[IoSlice::new(buf)])
             }
             fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-                socket::send_vectored(self.fd(), bufs)
+                socket::send_vectored(self.sock.as_fd(), bufs)
             }
             fn finish_connect(&mut self) -> io::Result<()> {
-                match socket::take_error(self.fd())? {
+                match socket::take_error(self.sock.as_fd())? {
                     Some(e) => Err(e),
                     None => Ok(()),
                 }
@@ -112,7 +116,7 @@ stream_driver!(
 );
 stream_driver!(
     /// A connected Unix-domain stream: read, vectored read, write, vectored write.
-    UnixStream, std::os::unix::net::UnixStream, "unix stream", |k| k.domain == libc::AF_UNIX
+    UnixStream, std::os::unix::net::UnixStream, "unix stream", |k| k.domain == Domain::UNIX
 );
 
 macro_rules! listener_driver {
@@ -159,10 +163,10 @@ macro_rules! listener_driver {
             }
             fn attach(&mut self) -> io::Result<()> {
                 let domain_ok: fn(SocketKind) -> bool = $domain_ok;
-                attach_socket(self.fd(), $label, |k| k.ty == libc::SOCK_STREAM && k.listening && domain_ok(k))
+                attach_socket(self.sock.as_fd(), $label, |k| k.ty == Type::STREAM && k.listening && domain_ok(k))
             }
             fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<SocketAddr>)> {
-                let (fd, peer) = socket::accept(self.fd())?;
+                let (fd, peer) = socket::accept(self.sock.as_fd())?;
                 Ok((Box::new($stream::known(fd)), peer))
             }
         }
@@ -176,7 +180,7 @@ listener_driver!(
 listener_driver!(
     /// A listening Unix-domain socket: accept. Accepted streams come as [`UnixStream`] drivers.
     UnixListener, std::os::unix::net::UnixListener, "unix listener", UnixStream, std::os::unix::net::UnixStream,
-    |k| k.domain == libc::AF_UNIX
+    |k| k.domain == Domain::UNIX
 );
 
 /// A UDP socket: recv_from and send_to (and read/write once connected).
@@ -214,7 +218,7 @@ impl Driver for UdpSocket {
         matches!(op, Op::RecvFrom | Op::SendTo | Op::Read | Op::Write)
     }
     fn attach(&mut self) -> io::Result<()> {
-        attach_socket(self.fd(), "udp socket", |k| k.ty == libc::SOCK_DGRAM && k.is_inet())
+        attach_socket(self.sock.as_fd(), "udp socket", |k| k.ty == Type::DGRAM && k.is_inet())
     }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.sock.recv(buf)
@@ -258,7 +262,7 @@ impl Driver for Fd {
         matches!(op, Op::Read | Op::ReadVectored | Op::Write | Op::WriteVectored)
     }
     fn attach(&mut self) -> io::Result<()> {
-        socket::set_nonblocking(self.fd())
+        socket::set_nonblocking(self.file.as_fd())
     }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)

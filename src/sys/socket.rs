@@ -1,46 +1,60 @@
-//! Socket calls that `std::net` does not offer: nonblocking connect, accept straight into
-//! nonblocking mode, socket-type checks, and `O_NONBLOCK` on any fd.
+//! Socket calls that `std::net` does not offer, made through `socket2`: nonblocking connect
+//! (also from a port range), accept straight into nonblocking mode, socket-type checks,
+//! `SO_ERROR`, `TCP_NODELAY`, `sendmsg(MSG_NOSIGNAL)`.
+//!
+//! Two calls stay hand-written, because socket2 has no form of them: `O_NONBLOCK` on any fd
+//! (the `Fd` driver takes pipes, FIFOs and character devices, which are not sockets) and
+//! `FIONREAD`.
 
-use std::io;
-use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, IoSlice};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
+
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 /// What `getsockopt(SO_DOMAIN / SO_TYPE / SO_ACCEPTCONN)` says about an fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SocketKind {
-    pub(crate) domain: libc::c_int,
-    pub(crate) ty: libc::c_int,
+    pub(crate) domain: Domain,
+    pub(crate) ty: Type,
     pub(crate) listening: bool,
 }
 
 impl SocketKind {
     pub(crate) fn is_inet(self) -> bool {
-        self.domain == libc::AF_INET || self.domain == libc::AF_INET6
+        self.domain == Domain::IPV4 || self.domain == Domain::IPV6
     }
 }
 
-fn getsockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
-    let mut val: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: val and len are live and len gives val's size.
-    syscall!(getsockopt(fd, libc::SOL_SOCKET, opt, (&mut val as *mut libc::c_int).cast(), &mut len))?;
-    Ok(val)
+/// Runs `f` on the socket whose fd number is `fd`, for the callers that hold a driver (which
+/// owns the fd) but only its number: `Port::shutdown_write` and the session layer's
+/// `TCP_NODELAY`. The caller keeps the driver, and so the fd, for the whole call.
+fn with_fd<T>(fd: RawFd, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> io::Result<T> {
+    if fd < 0 {
+        // A driver's `fd()` is the application's to write; no negative number is an fd.
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is not -1 (it is not negative), and it stays open for the borrow, which
+    // ends with this call: every caller holds the driver that owns it (see above). A driver
+    // that names an fd it does not own (the application writes `Driver::fd`) makes the calls
+    // below fail with EBADF or ENOTSOCK, or act on whatever fd has that number, as the plain
+    // syscalls would: the borrow gives socket2 a number to pass to the kernel, no memory.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    f(SockRef::from(&fd))
 }
 
 /// The socket's domain and type; `ENOTSOCK` for a pipe or file.
-pub(crate) fn socket_kind(fd: RawFd) -> io::Result<SocketKind> {
-    Ok(SocketKind {
-        domain: getsockopt_int(fd, libc::SO_DOMAIN)?,
-        ty: getsockopt_int(fd, libc::SO_TYPE)?,
-        listening: getsockopt_int(fd, libc::SO_ACCEPTCONN)? != 0,
-    })
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
+    // On something that is not a socket these are getsockopt calls that fail with ENOTSOCK,
+    // which is how we find out.
+    let sock = SockRef::from(&fd);
+    Ok(SocketKind { domain: sock.domain()?, ty: sock.r#type()?, listening: sock.is_listener()? })
 }
 
-/// Puts any fd into nonblocking mode.
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+/// Puts any fd into nonblocking mode (socket or not: socket2 is only for sockets).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
     // SAFETY: F_GETFL takes no pointer; a bad fd is EBADF.
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
     if flags & libc::O_NONBLOCK == 0 {
@@ -53,43 +67,32 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// Shuts down the sending direction of a socket: the peer reads end of stream after the bytes
 /// already sent.
 pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
-    // SAFETY: shutdown takes no pointers; a bad fd is EBADF, a non-socket ENOTSOCK.
-    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+    with_fd(fd, |sock| sock.shutdown(Shutdown::Write))
 }
 
-/// Bytes waiting in the socket's receive queue (`FIONREAD`).
+/// Bytes waiting in the socket's receive queue (`FIONREAD`). socket2 has no call for it, so
+/// this is the one ioctl left; it takes the fd number because the session layer has no more.
 pub(crate) fn bytes_readable(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points to a live c_int.
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to a live c_int; a
+    // bad fd is EBADF.
     syscall!(ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int))?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Turns Nagle's algorithm off on a TCP socket (`TCP_NODELAY`).
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int.
-    syscall!(setsockopt(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        (&on as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t
-    ))
-    .map(drop)
+    with_fd(fd, |sock| sock.set_tcp_nodelay(true))
 }
 
 /// Takes and clears the socket's pending error (`SO_ERROR`).
-pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
-    let code = getsockopt_int(fd, libc::SO_ERROR)?;
-    Ok((code != 0).then(|| io::Error::from_raw_os_error(code)))
+pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    SockRef::from(&fd).take_error()
 }
 
-fn new_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: socket takes no pointers.
-    let fd = syscall!(socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0))?;
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// A nonblocking, close-on-exec stream socket (socket2 sets close-on-exec itself).
+fn new_socket(domain: Domain) -> io::Result<Socket> {
+    Socket::new(domain, Type::STREAM.nonblocking(), None)
 }
 
 /// Result of starting a nonblocking connect.
@@ -103,21 +106,18 @@ pub(crate) enum Connecting {
     Failed(OwnedFd, io::Error),
 }
 
-fn connect_raw(fd: OwnedFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<Connecting> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: addr points at a live sockaddr of `len` bytes (built by the caller on its stack).
-    match syscall!(connect(fd.as_raw_fd(), addr, len)) {
-        Ok(_) => Ok(Connecting::Done(fd)),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(Connecting::InProgress(fd)),
-        Err(e) => Ok(Connecting::Failed(fd, e)),
+fn start_connect(sock: Socket, to: &SockAddr) -> Connecting {
+    match sock.connect(to) {
+        Ok(()) => Connecting::Done(sock.into()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Connecting::InProgress(sock.into()),
+        Err(e) => Connecting::Failed(sock.into(), e),
     }
 }
 
 /// Opens a nonblocking TCP socket and starts connecting it to `addr`.
 pub(crate) fn connect_tcp(addr: SocketAddr) -> io::Result<Connecting> {
-    let (storage, len) = sockaddr_from(addr);
-    let fd = new_socket(if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 })?;
-    connect_raw(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+    let sock = new_socket(Domain::for_address(addr))?;
+    Ok(start_connect(sock, &addr.into()))
 }
 
 /// Opens a nonblocking TCP socket, binds it to the first port of `first..=last` that is free
@@ -127,22 +127,15 @@ pub(crate) fn connect_tcp(addr: SocketAddr) -> io::Result<Connecting> {
 /// `EADDRINUSE`. Any other bind error is returned at once. `SO_REUSEADDR` is not set, so a
 /// port that a listener, another connection or a `TIME_WAIT` holds counts as in use.
 pub(crate) fn connect_tcp_from(addr: SocketAddr, first: u16, last: u16) -> io::Result<Connecting> {
-    use std::os::fd::AsRawFd;
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // A failed bind leaves the socket unbound, so one socket tries every port.
-    let fd = new_socket(domain)?;
+    let sock = new_socket(Domain::for_address(addr))?;
     for local_port in first..=last {
         let local = match addr {
             SocketAddr::V4(_) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local_port)),
             SocketAddr::V6(_) => SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, local_port, 0, 0)),
         };
-        let (local, local_len) = sockaddr_from(local);
-        // SAFETY: `local` is a live sockaddr of `local_len` bytes on this stack frame.
-        match syscall!(bind(fd.as_raw_fd(), (&local as *const libc::sockaddr_storage).cast(), local_len)) {
-            Ok(_) => {
-                let (storage, len) = sockaddr_from(addr);
-                return connect_raw(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
-            }
+        match sock.bind(&local.into()) {
+            Ok(()) => return Ok(start_connect(sock, &addr.into())),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
             Err(e) => return Err(e),
         }
@@ -152,131 +145,101 @@ pub(crate) fn connect_tcp_from(addr: SocketAddr, first: u16, last: u16) -> io::R
 
 /// Opens a nonblocking Unix-domain stream socket and starts connecting it to `path`.
 pub(crate) fn connect_unix(path: &Path) -> io::Result<Connecting> {
-    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
-    let mut sun: libc::sockaddr_un = unsafe { mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() || bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "unix socket path is empty, too long or holds a NUL byte",
-        ));
+    let bad_path =
+        || io::Error::new(io::ErrorKind::InvalidInput, "unix socket path is empty, too long or holds a NUL byte");
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    // socket2 takes an empty path for an unnamed address and a leading NUL for the abstract
+    // namespace; neither is a path a listener can be bound to, so both are refused here.
+    if bytes.is_empty() || bytes.contains(&0) {
+        return Err(bad_path());
     }
-    for (dst, src) in sun.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    let len = (mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-    let fd = new_socket(libc::AF_UNIX)?;
-    connect_raw(fd, (&sun as *const libc::sockaddr_un).cast(), len)
+    // Its only error: the path does not fit in `sun_path`.
+    let to = SockAddr::unix(path).map_err(|_| bad_path())?;
+    let sock = new_socket(Domain::UNIX)?;
+    Ok(start_connect(sock, &to))
 }
 
 /// Accepts one connection straight into nonblocking, close-on-exec mode. The peer address is
 /// `None` for Unix-domain sockets.
-pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
-    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: storage and len are live, len gives storage's size.
-    let new = syscall!(accept4(
-        fd,
-        (&mut storage as *mut libc::sockaddr_storage).cast(),
-        &mut len,
-        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-    ))?;
-    // SAFETY: a fresh fd owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(new) };
-    Ok((owned, sockaddr_to(&storage)))
+pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    let (sock, peer) = SockRef::from(&fd).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    Ok((sock.into(), peer.as_socket()))
 }
 
-fn sockaddr_from(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-fn sockaddr_to(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in; storage is aligned for it.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6; storage is aligned for it.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
+/// The most iovecs one `sendmsg` takes (`UIO_MAXIOV`); more would fail with `EMSGSIZE`, so the
+/// rest wait for the next call, as a short write.
+const MAX_IOVECS: usize = libc::UIO_MAXIOV as usize;
 
 /// `sendmsg` with `MSG_NOSIGNAL`: a vectored send that reports a closed peer as `EPIPE`
 /// instead of raising `SIGPIPE`.
-pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: msghdr is plain old data; all zeroes is a valid value.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    // IoSlice is guaranteed ABI-compatible with iovec.
-    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-    // SAFETY: msg points at `msg_iovlen` live iovecs borrowed from `bufs` for the call.
-    let n = syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL))?;
-    Ok(n as usize)
+pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
+    SockRef::from(&fd).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
 
     #[test]
-    fn sockaddr_round_trip() {
-        for a in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:7"] {
-            let addr: SocketAddr = a.parse().unwrap();
-            let (s, _) = sockaddr_from(addr);
-            assert_eq!(sockaddr_to(&s), Some(addr));
-        }
+    fn a_file_is_not_a_socket() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(socket_kind(file.as_fd()).unwrap_err().raw_os_error(), Some(libc::ENOTSOCK));
+        // O_NONBLOCK is for any fd.
+        set_nonblocking(file.as_fd()).unwrap();
     }
 
     #[test]
-    fn pipe_is_not_a_socket() {
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for two fds.
-        unsafe { assert_eq!(libc::pipe(fds.as_mut_ptr()), 0) };
-        // SAFETY: both fds are fresh and owned here.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        use std::os::fd::AsRawFd;
-        assert_eq!(socket_kind(r.as_raw_fd()).unwrap_err().raw_os_error(), Some(libc::ENOTSOCK));
-        drop(w);
+    fn kinds_of_sockets() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let k = socket_kind(listener.as_fd()).unwrap();
+        assert!(k.is_inet() && k.listening && k.ty == Type::STREAM, "{k:?}");
+        let (a, _b) = UnixStream::pair().unwrap();
+        let k = socket_kind(a.as_fd()).unwrap();
+        assert_eq!(k, SocketKind { domain: Domain::UNIX, ty: Type::STREAM, listening: false });
+    }
+
+    #[test]
+    fn accept_gives_a_nonblocking_stream_and_its_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (fd, peer) = accept(listener.as_fd()).unwrap();
+        assert_eq!(peer, Some(client.local_addr().unwrap()));
+        let sock = Socket::from(fd);
+        assert!(sock.nonblocking().unwrap());
+        let mut buf = [0; 4];
+        assert_eq!((&sock).read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        set_nodelay(sock.as_raw_fd()).unwrap();
+        assert!(sock.tcp_nodelay().unwrap());
+        assert_eq!(set_nodelay(-1).unwrap_err().raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn send_vectored_caps_the_iovecs_and_raises_no_sigpipe() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let bytes = vec![7u8; MAX_IOVECS + 100];
+        let slices: Vec<IoSlice<'_>> = bytes.chunks(1).map(IoSlice::new).collect();
+        assert_eq!(send_vectored(a.as_fd(), &slices).unwrap(), MAX_IOVECS, "a short write, not EMSGSIZE");
+        assert_eq!(bytes_readable(b.as_raw_fd()).unwrap(), MAX_IOVECS);
+        let mut got = vec![0; MAX_IOVECS];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(bytes_readable(b.as_raw_fd()).unwrap(), 0);
+        assert!(take_error(a.as_fd()).unwrap().is_none());
+        b.write_all(b"x").unwrap();
+        drop(b);
+        assert_eq!(send_vectored(a.as_fd(), &slices[..1]).unwrap_err().raw_os_error(), Some(libc::EPIPE));
+    }
+
+    #[test]
+    fn connect_unix_refuses_paths_no_listener_can_have() {
+        let long = "x".repeat(200);
+        for p in ["", "a\0b", "\0abstract", long.as_str()] {
+            let e = connect_unix(Path::new(p)).err().expect(p);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{p:?}: {e}");
+        }
     }
 }
