@@ -3,14 +3,14 @@
 //!
 //! Two locks per connection, always taken in this order: `input` (the session and the bytes
 //! it left unconsumed; held while the session runs) before `output` (the queue, the write in
-//! flight, the read-side flags). `output` is a leaf: nothing is called under it that could
-//! take another connection's lock, so a session may send to any other connection while it
-//! runs. The port's own locks are below both.
+//! flight, the connection's `Life` and its `Read` side). `output` is a leaf: nothing is
+//! called under it that could take another connection's lock, so a session may send to any
+//! other connection while it runs. The port's own locks are below both.
 //!
 //! One read and one write are in flight at most. Whether the next read is started is decided
 //! under `output`, by the read handler (after the session ran) or by the write handler (when a
-//! paused connection has drained), never both: `paused` marks that no read is in flight and
-//! the write side owes one.
+//! paused connection has drained), never both: `Read::Paused` marks that no read is in
+//! flight and the write side owes one.
 
 use std::fmt;
 use std::mem;
@@ -72,33 +72,98 @@ struct Output {
     in_flight: usize,
     /// The buffer of the last finished write, reused for the next.
     spare: Vec<u8>,
-    /// No read is in flight because too much output was queued; the write side restarts it.
-    paused: bool,
-    /// The read buffer kept while paused.
-    read_buf: Option<Vec<u8>>,
-    /// Close once the queue is flushed, for this reason; nothing more is read.
-    ending: Option<Closed>,
-    /// `Port::close` was called (or the stream is gone): nothing more is started.
-    closed: bool,
-    /// Why the connection ended, reported to the session on the Close completion.
-    reason: Option<Closed>,
+    /// Where the connection is in its life: open, ending, lingering, closed.
+    life: Life,
+    /// The read side: idle, a read in flight, or paused.
+    read: Read,
     /// A session call is running: its output is not in the queue yet, so an ending
-    /// connection must not close on an empty queue.
+    /// connection must not close on an empty queue. A field of its own: a close or a stop from
+    /// another thread may come during the call (that is what this guards against), so it is no
+    /// state of `life`; and it brackets a call, not a read, so it is no state of `read`.
     in_call: bool,
-    /// A read is in flight.
-    read_pending: bool,
-    /// Lingering close: the write side is shut down and the read side discards what the peer
-    /// still sends until it closes or this instant passes.
-    linger_until: Option<Instant>,
-    /// Input arrived after the connection began to end and was dropped unread.
-    dropped_input: bool,
-    /// A read saw the peer's end of stream: it will send nothing more.
+    /// A read saw the peer's end of stream: it will send nothing more. A field of its own: the
+    /// peer may end its input in any state of `life` (while open, after the session asked to
+    /// close, in the same call that asks it), and a lingering close still reads after it.
     peer_ended: bool,
 }
 
 impl Output {
     fn queued(&self) -> usize {
         self.queue.len() + self.in_flight
+    }
+
+    /// Begins to end an open connection, for `why`: it closes once its queue is flushed, and
+    /// nothing more is read. False if it was already ending or closed.
+    fn begin_ending(&mut self, why: Closed) -> bool {
+        if !self.life.is_open() {
+            return false;
+        }
+        self.life = Life::Ending { why, dropped_input: false };
+        true
+    }
+}
+
+/// A connection's life. It only moves forward: `Open` → `Ending` → (`Lingering` →) `Closed`,
+/// or from any of them straight to `Closed`.
+enum Life {
+    /// Reading, calling the session and taking sends.
+    Open,
+    /// Close once the queue is flushed (and no session call is running), for `why`; no sends
+    /// are taken and nothing more is read.
+    Ending {
+        why: Closed,
+        /// Input arrived after the connection began to end and was dropped unread. Set and
+        /// read only while ending: it decides whether the close lingers.
+        dropped_input: bool,
+    },
+    /// A graceful close (`why` is `Local` or `Stopped`) after everything was sent: the write
+    /// side is shut down and the read side discards what the peer still sends until it closes
+    /// or `until` passes.
+    Lingering { why: Closed, until: Instant },
+    /// `Port::close` was called (or the stream is gone): nothing more is started. `reason`
+    /// is why, until the Close completion reports it to the session.
+    Closed { reason: Option<Closed> },
+}
+
+impl Life {
+    fn is_open(&self) -> bool {
+        matches!(self, Life::Open)
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(self, Life::Closed { .. })
+    }
+
+    /// Whether a session call may begin: the connection is open, or ending only because the
+    /// peer ended its input (its last requests are still answered).
+    fn takes_calls(&self) -> bool {
+        matches!(self, Life::Open | Life::Ending { why: Closed::Peer, .. })
+    }
+}
+
+/// A connection's read side. At most one read is in flight.
+enum Read {
+    /// No read in flight, and none owed by the write side.
+    Idle,
+    /// A read is in flight.
+    Pending,
+    /// No read is in flight because too much output was queued: the write side restarts
+    /// reading once the queue has drained, with the read buffer kept here. A connection
+    /// closed while paused stays paused (without the buffer); one that begins a lingering
+    /// close while paused reads again, to discard.
+    Paused(Option<Vec<u8>>),
+}
+
+impl Read {
+    /// Leaves `Paused` for `Idle`, returning the buffer kept (`None` if not paused).
+    fn unpause(&mut self) -> Option<Vec<u8>> {
+        match mem::replace(self, Read::Idle) {
+            Read::Paused(buf) => buf,
+            other => {
+                *self = other;
+                None
+            }
+        }
     }
 }
 
@@ -146,15 +211,9 @@ impl Connection {
                 queue: Vec::new(),
                 in_flight: 0,
                 spare: Vec::new(),
-                paused: false,
-                read_buf: None,
-                ending: None,
-                closed: false,
-                reason: None,
+                life: Life::Open,
+                read: Read::Idle,
                 in_call: false,
-                read_pending: false,
-                linger_until: None,
-                dropped_input: false,
                 peer_ended: false,
             }),
         }))
@@ -180,13 +239,12 @@ impl Connection {
     /// [`Limits::pause_reading_at`] (back-pressure); it resumes once the queue has drained to
     /// half of that.
     pub fn is_reading_paused(&self) -> bool {
-        lock(&self.0.output).paused
+        matches!(lock(&self.0.output).read, Read::Paused(_))
     }
 
     /// Whether the connection still takes sends (it is not closing or closed).
     pub fn is_open(&self) -> bool {
-        let out = lock(&self.0.output);
-        !out.closed && out.ending.is_none()
+        lock(&self.0.output).life.is_open()
     }
 
     /// Queues `data` to be sent after everything queued before.
@@ -197,7 +255,7 @@ impl Connection {
     pub fn send(&self, data: &[u8]) -> Result<()> {
         let limits = self.0.common.limits.load();
         let mut out = lock(&self.0.output);
-        if out.closed || out.ending.is_some() {
+        if !out.life.is_open() {
             return Err(Error::new(ErrorKind::NotAssigned, format!("send on connection {}: it is closing", self.0.id)));
         }
         let mut data = data.to_vec();
@@ -212,8 +270,7 @@ impl Connection {
     /// closed connection, does nothing.
     pub fn close(&self) {
         let mut out = lock(&self.0.output);
-        if !out.closed && out.ending.is_none() {
-            out.ending = Some(Closed::Local);
+        if out.begin_ending(Closed::Local) {
             self.flush(&mut out);
         }
     }
@@ -248,16 +305,14 @@ impl Connection {
     /// Graceful stop: flush, then close; nothing more is read.
     pub(crate) fn stop(&self) {
         let mut out = lock(&self.0.output);
-        if !out.closed && out.ending.is_none() {
-            out.ending = Some(Closed::Stopped);
-        }
+        out.begin_ending(Closed::Stopped);
         self.flush(&mut out);
     }
 
     /// Closes at once, dropping unsent output.
     pub(crate) fn abort(&self, why: Closed) -> bool {
         let mut out = lock(&self.0.output);
-        let was_open = !out.closed;
+        let was_open = !out.life.is_closed();
         self.end_now(&mut out, why);
         was_open
     }
@@ -272,19 +327,24 @@ impl Connection {
             }
             {
                 let mut out = lock(&self.0.output);
-                out.read_pending = false;
-                if out.closed {
-                    return;
+                if matches!(out.read, Read::Pending) {
+                    out.read = Read::Idle;
                 }
-                if out.ending.is_some() {
-                    // Closing: what arrives now is not for the session. While lingering, read
-                    // on (and discard) until the peer closes; before that, stop reading.
-                    if out.linger_until.is_some() {
-                        next = self.linger_read(&mut out, c);
-                    } else if c.bytes() > 0 {
-                        out.dropped_input = true;
+                // Closing: what arrives now is not for the session. While lingering, read on
+                // (and discard) until the peer closes; before that, stop reading.
+                match &mut out.life {
+                    Life::Open => {}
+                    Life::Closed { .. } => return,
+                    Life::Ending { dropped_input, .. } => {
+                        if c.bytes() > 0 {
+                            *dropped_input = true;
+                        }
+                        continue;
                     }
-                    continue;
+                    Life::Lingering { .. } => {
+                        next = self.linger_read(&mut out, c);
+                        continue;
+                    }
                 }
             }
             match c.status() {
@@ -297,8 +357,8 @@ impl Connection {
                         // The peer closed its side: send what is queued, then close.
                         let mut out = lock(&self.0.output);
                         out.peer_ended = true;
-                        if !call.close && !out.closed && out.ending.is_none() {
-                            out.ending = Some(Closed::Peer);
+                        if !call.close {
+                            out.begin_ending(Closed::Peer);
                         }
                         drop(out);
                         self.after_call(&mut input, call, None);
@@ -323,13 +383,14 @@ impl Connection {
     /// A read finished during a lingering close: read on while the peer sends and time is
     /// left; close on its end of stream, an error, or the deadline.
     fn linger_read(&self, out: &mut Output, mut c: Completion) -> Option<Completion> {
-        let until = out.linger_until?;
+        let Life::Lingering { until, .. } = out.life else {
+            return None;
+        };
         match c.status() {
             Status::Cancelled => None,
             Status::Ok if Instant::now() < until => self.linger_next(out, until, c.take_buffer()),
             _ => {
-                let why = out.ending.clone().unwrap_or(Closed::Local);
-                self.end_now(out, why);
+                self.end_lingering(out);
                 None
             }
         }
@@ -340,16 +401,23 @@ impl Connection {
     fn linger_next(&self, out: &mut Output, until: Instant, buf: Option<Vec<u8>>) -> Option<Completion> {
         let limits = self.0.common.limits.load();
         let next = self.start_read(out, &limits, buf);
-        if out.read_pending {
+        if matches!(out.read, Read::Pending) {
             let now = Instant::now();
             if now >= until {
-                let why = out.ending.clone().unwrap_or(Closed::Local);
-                self.end_now(out, why);
+                self.end_lingering(out);
             } else {
                 let _ = self.0.common.port.set_timeout(&self.0.isb, Some(until - now));
             }
         }
         next
+    }
+
+    /// Ends a lingering close now, for the reason it was closing.
+    fn end_lingering(&self, out: &mut Output) {
+        if let Life::Lingering { why, .. } = &out.life {
+            let why = why.clone();
+            self.end_now(out, why);
+        }
     }
 
     /// A write finished through the queue.
@@ -361,15 +429,13 @@ impl Connection {
                 return;
             }
             self.flush(&mut out);
-            let resume = out.paused
-                && !out.closed
-                && out.ending.is_none()
+            let resume = matches!(out.read, Read::Paused(_))
+                && out.life.is_open()
                 && out.queued() < limits.pause_reading_at.div_ceil(2).max(1);
             if !resume {
                 return;
             }
-            out.paused = false;
-            out.read_buf.take()
+            out.read.unpause()
         };
         // Reading resumes. Input the session left unconsumed (it may pace itself by leaving
         // whole messages there while its output is high) is presented again first.
@@ -379,7 +445,7 @@ impl Connection {
         }
         let next = if input.tail.is_empty() {
             let mut out = lock(&self.0.output);
-            if out.closed || out.ending.is_some() || out.paused || out.read_pending {
+            if !out.life.is_open() || !matches!(out.read, Read::Idle) {
                 return;
             }
             self.start_read(&mut out, &limits, buf)
@@ -402,8 +468,10 @@ impl Connection {
         input.done = true;
         let why = {
             let mut out = lock(&self.0.output);
-            out.closed = true;
-            out.reason.take().unwrap_or(Closed::Local)
+            match mem::replace(&mut out.life, Life::Closed { reason: None }) {
+                Life::Closed { reason: Some(why) } => why,
+                _ => Closed::Local,
+            }
         };
         if let Some(mut s) = input.session.take() {
             in_session(|| s.closed(&why));
@@ -450,7 +518,7 @@ impl Connection {
             let look = true;
             // Planted bug `feed_after_close`: the session is called whatever happened since
             // the caller looked (its reply is then dropped with the closed connection).
-            if look && (out.closed || out.ending.as_ref().is_some_and(|why| *why != Closed::Peer)) {
+            if look && !out.life.takes_calls() {
                 return Call::idle();
             }
             out.in_call = true;
@@ -507,7 +575,7 @@ impl Connection {
             // followed by another (the race of issue 14).
             let may_refeed = (call.progressed || paced) && !input.tail.is_empty();
             out.in_call = may_refeed;
-            if out.closed {
+            if out.life.is_closed() {
                 return None;
             }
             if let Err(e) = call.result {
@@ -531,13 +599,13 @@ impl Connection {
             if !input.stash.is_empty() && !self.enqueue(&mut out, &mut input.stash, &limits) {
                 return None;
             }
-            if call.close && out.ending.is_none() {
-                out.ending = Some(Closed::Local);
+            if call.close {
+                out.begin_ending(Closed::Local);
             }
             self.flush(&mut out);
-            if may_refeed && !out.closed {
-                let peer_done = out.ending == Some(Closed::Peer);
-                let room = out.ending.is_none() && out.queued() < limits.pause_reading_at;
+            if may_refeed && !out.life.is_closed() {
+                let peer_done = matches!(out.life, Life::Ending { why: Closed::Peer, .. });
+                let room = out.life.is_open() && out.queued() < limits.pause_reading_at;
                 if peer_done || room {
                     drop(out);
                     call = self.feed(input, &[]);
@@ -547,7 +615,7 @@ impl Connection {
                 out.in_call = false;
                 self.flush(&mut out);
             }
-            if out.closed || out.ending.is_some() {
+            if !out.life.is_open() {
                 return None;
             }
             if out.queued() >= limits.pause_reading_at {
@@ -557,12 +625,10 @@ impl Connection {
                     // that finished in between found nothing to resume.
                     drop(out);
                     let mut out = lock(&self.0.output);
-                    out.paused = true;
-                    out.read_buf = read_buf;
+                    out.read = Read::Paused(read_buf);
                     return None;
                 }
-                out.paused = true;
-                out.read_buf = read_buf;
+                out.read = Read::Paused(read_buf);
                 return None;
             }
             return self.start_read(&mut out, &limits, read_buf);
@@ -591,7 +657,7 @@ impl Connection {
     /// a connection that is ending once its queue is empty.
     fn flush(&self, out: &mut Output) {
         loop {
-            if out.closed || out.in_flight > 0 {
+            if out.life.is_closed() || out.in_flight > 0 {
                 return;
             }
             if out.queue.is_empty() {
@@ -601,10 +667,8 @@ impl Connection {
                 let in_call = out.in_call;
                 // Planted bug `close_ignores_call`: an ending connection closes on an empty
                 // queue while a session call, whose output is not queued yet, is running.
-                if !in_call {
-                    if let Some(why) = out.ending.clone() {
-                        self.finish(out, why);
-                    }
+                if !in_call && matches!(out.life, Life::Ending { .. }) {
+                    self.finish(out);
                 }
                 return;
             }
@@ -634,14 +698,15 @@ impl Connection {
     /// after the close, makes the kernel reset the connection, destroying replies the peer has
     /// not read yet. A peer that has not ended its input may send more at any moment, so an
     /// empty receive queue now proves nothing.
-    fn finish(&self, out: &mut Output, why: Closed) {
-        if out.linger_until.is_some() {
-            return;
-        }
+    fn finish(&self, out: &mut Output) {
+        let (why, dropped_input) = match &out.life {
+            Life::Ending { why, dropped_input } => (why.clone(), *dropped_input),
+            _ => return,
+        };
         let limits = self.0.common.limits.load();
         let graceful = matches!(why, Closed::Local | Closed::Stopped);
         let unread = || {
-            out.dropped_input
+            dropped_input
                 || !out.peer_ended
                 || self.0.isb.fd().is_some_and(|fd| crate::sys::socket::bytes_readable(fd).map_or(true, |n| n > 0))
         };
@@ -651,13 +716,14 @@ impl Connection {
             return;
         }
         let until = super::deadline_after(limits.linger);
-        out.linger_until = Some(until);
-        if out.read_pending {
+        out.life = Life::Lingering { why, until };
+        if matches!(out.read, Read::Pending) {
             // The read in flight is the first lingering read.
             let _ = self.0.common.port.set_timeout(&self.0.isb, Some(limits.linger));
             return;
         }
-        let buf = out.read_buf.take();
+        // A paused read side reads again, to discard.
+        let buf = out.read.unpause();
         let mut next = self.linger_next(out, until, buf);
         while let Some(c) = next.take() {
             next = self.linger_read(out, c);
@@ -696,7 +762,7 @@ impl Connection {
         buf.resize(limits.read_size, 0);
         match self.0.common.port.start_io_inline(&self.0.isb, Request::read_some(buf)) {
             Ok(done) => {
-                out.read_pending = done.is_none();
+                out.read = if done.is_none() { Read::Pending } else { Read::Idle };
                 done
             }
             Err(e) => {
@@ -709,13 +775,15 @@ impl Connection {
     /// Closes the stream now (pending I/O completes as cancelled, then the Close completion
     /// comes); the first reason given is the one reported.
     fn end_now(&self, out: &mut Output, why: Closed) {
-        if out.closed {
+        if out.life.is_closed() {
             return;
         }
-        out.closed = true;
         out.queue = Vec::new();
         out.spare = Vec::new();
-        out.read_buf = None;
+        if let Read::Paused(buf) = &mut out.read {
+            // Still paused (what `is_reading_paused` reports), without the buffer.
+            *buf = None;
+        }
         let stats = &self.0.common.stats;
         if let Closed::Error(e) = &why {
             match e.kind() {
@@ -725,7 +793,7 @@ impl Connection {
                 _ => add(&stats.errors, 1),
             }
         }
-        out.reason.get_or_insert(why);
+        out.life = Life::Closed { reason: Some(why) };
         // NotAssigned: already closed (or torn down); the Close completion is on its way or the
         // server's teardown discards the session.
         let _ = self.0.common.port.close(&self.0.isb);
