@@ -254,7 +254,7 @@ fn echo(port: &Port, mut c: Completion, next_id: &AtomicU64) {
         (Op::Accept, Status::Cancelled) => {} // the port is shutting down
         (Op::Accept, Status::Ok) => {
             let stream = c.take_accepted().expect("a successful accept carries its stream");
-            match port.assign_boxed(stream, next_id.fetch_add(1, Relaxed)) {
+            match port.assign(stream, next_id.fetch_add(1, Relaxed)) {
                 Ok(conn) => {
                     start(port, &conn, Request::read_some(vec![0; SERVER_BUF]));
                 }

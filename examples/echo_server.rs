@@ -115,7 +115,7 @@ fn handle(port: &Port, mut c: Completion) {
         (Op::Accept, Status::Cancelled) => {} // the port is shutting down
         (Op::Accept, Status::Ok) => {
             let stream = c.take_accepted().expect("a successful accept carries its stream");
-            match port.assign_boxed(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
+            match port.assign(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
                 Ok(conn) => start(port, &conn, Request::read_some(vec![0; BUF_SIZE])),
                 Err(e) => eprintln!("echo_server: {e}"), // dropping the stream closed it
             }

@@ -298,7 +298,7 @@ fn accept_cport(n: usize, threads: usize) -> Result<AcceptRow, Box<dyn Error>> {
                 if accepted + 1 < n {
                     port.accept(&lis).map_err(|e| e.to_string())?;
                 }
-                let isb = port.assign_boxed(d, accepted as u64)?;
+                let isb = port.assign(d, accepted as u64)?;
                 port.close(&isb)?;
                 accepted += 1;
             }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::driver::Driver;
+use crate::driver::{Accepted, Driver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::isb::Isb;
 use crate::request::Op;
@@ -179,9 +179,12 @@ impl Completion {
         self.extra.as_mut().map(|x| std::mem::take(&mut x.bufs)).unwrap_or_default()
     }
 
-    /// Takes the stream an accept produced, ready for [`Port::assign`](crate::Port::assign).
-    pub fn take_accepted(&mut self) -> Option<Box<dyn Driver>> {
-        self.extra.as_mut().and_then(|x| x.accepted.take())
+    /// Takes the connection an accept produced, ready for
+    /// [`Port::assign`](crate::Port::assign), with its peer's address and its fd.
+    pub fn take_accepted(&mut self) -> Option<Accepted> {
+        let x = self.extra.as_mut()?;
+        let peer = x.addr;
+        x.accepted.take().map(|d| Accepted::new(d, peer))
     }
 
     /// The peer of an accept, or the sender of a recv_from.

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::completion::{Completion, Status};
 use crate::driver::Driver;
@@ -63,7 +63,7 @@ impl Isb {
     /// The fd of the stream while it is assigned.
     pub fn fd(&self) -> Option<RawFd> {
         let inner = lock(&self.stream.inner);
-        inner.driver.as_ref().map(|d| d.fd())
+        inner.driver.as_ref().map(|d| d.fd().as_raw_fd())
     }
 
     /// The local address of the stream's IPv4 or IPv6 socket: for a listener bound to port 0
@@ -73,7 +73,6 @@ impl Isb {
     /// `NotAssigned` once the stream is released; `InvalidInput` if it is not an IPv4/IPv6
     /// socket; `Os` if the OS refuses.
     pub fn local_addr(&self) -> crate::Result<std::net::SocketAddr> {
-        use std::os::fd::FromRawFd;
         let inner = lock(&self.stream.inner);
         let Some(d) = inner.driver.as_ref() else {
             return Err(Error::new(
@@ -81,16 +80,10 @@ impl Isb {
                 format!("local_addr of stream {}: not assigned", self.stream.user_token),
             ));
         };
-        let what = format!("local_addr of {}", self.stream.describe(&inner));
-        let fd = d.fd();
-        // SAFETY: the fd is open while the stream's lock is held (a release takes the driver,
-        // which owns the fd, under that lock), and `ManuallyDrop` never closes it: the
-        // listener only lends `getsockname` to any socket.
-        let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
-        sock.local_addr().map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidInput => Error::invalid(format!("{what}: not an IPv4 or IPv6 socket")),
-            _ => Error::from_io(&e, what),
-        })
+        let what = || format!("local_addr of {}", self.stream.describe(&inner));
+        // The driver, and so its fd, stays while the stream's lock is held.
+        let addr = socket2::SockRef::from(&d.fd()).local_addr().map_err(|e| Error::from_io(&e, what()))?;
+        addr.as_socket().ok_or_else(|| Error::invalid(format!("{}: not an IPv4 or IPv6 socket", what())))
     }
 }
 
@@ -239,7 +232,7 @@ impl Stream {
     /// A description for messages: "tcp stream 7 (fd 5)".
     pub(crate) fn describe(&self, inner: &Inner) -> String {
         match &inner.driver {
-            Some(d) => format!("{} {} (fd {})", d.name(), self.user_token, d.fd()),
+            Some(d) => format!("{} {} (fd {})", d.name(), self.user_token, d.fd().as_raw_fd()),
             None => format!("stream {}", self.user_token),
         }
     }
@@ -454,17 +447,19 @@ mod tests {
         assert!(slices(&bufs, 9).is_empty());
     }
 
-    /// A scripted driver: each call returns the next scripted result.
+    /// A scripted driver: each call returns the next scripted result. (It owns an fd only
+    /// because every driver has one; nothing waits on it.)
     struct Script {
         reads: Vec<io::Result<usize>>,
+        null: std::fs::File,
     }
 
     impl Driver for Script {
         fn name(&self) -> &'static str {
             "script"
         }
-        fn fd(&self) -> RawFd {
-            -1
+        fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            std::os::fd::AsFd::as_fd(&self.null)
         }
         fn supports(&self, _: Op) -> bool {
             true
@@ -487,7 +482,10 @@ mod tests {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let mut p = pending(Request::read(vec![0; 10], 4..=10).on_progress(move |n| s2.lock().unwrap().push(n)));
-        let mut d = Script { reads: vec![Ok(1), Err(io::ErrorKind::WouldBlock.into()), Ok(2), Ok(3)] };
+        let mut d = Script {
+            null: std::fs::File::open("/dev/null").unwrap(),
+            reads: vec![Ok(1), Err(io::ErrorKind::WouldBlock.into()), Ok(2), Ok(3)],
+        };
         assert!(matches!(run(&mut d, &mut p), Step::Pending));
         assert_eq!(p.done, 1);
         assert!(matches!(run(&mut d, &mut p), Step::Pending), "would block");
@@ -500,7 +498,7 @@ mod tests {
     #[test]
     fn read_eof_before_min_is_eof() {
         let mut p = pending(Request::read(vec![0; 10], 5..=10));
-        let mut d = Script { reads: vec![Ok(2), Ok(0)] };
+        let mut d = Script { null: std::fs::File::open("/dev/null").unwrap(), reads: vec![Ok(2), Ok(0)] };
         assert!(matches!(run(&mut d, &mut p), Step::Pending));
         assert!(matches!(run(&mut d, &mut p), Step::Done(Status::Eof, None)));
         assert_eq!(p.done, 2);
@@ -510,6 +508,7 @@ mod tests {
     fn reset_is_abandoned_and_other_errors_fail() {
         let mut p = pending(Request::read_some(vec![0; 4]));
         let mut d = Script {
+            null: std::fs::File::open("/dev/null").unwrap(),
             reads: vec![
                 Err(io::Error::from_raw_os_error(libc::ECONNRESET)),
                 Err(io::Error::from_raw_os_error(libc::EIO)),

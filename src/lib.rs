@@ -38,7 +38,7 @@
 //! let mut client = TcpStream::connect(addr)?;
 //! let mut c = port.next_completion(None)?.unwrap();
 //! assert_eq!(c.op(), Op::Accept);
-//! let conn = port.assign_boxed(c.take_accepted().unwrap(), 1)?;
+//! let conn = port.assign(c.take_accepted().unwrap(), 1)?;
 //!
 //! client.write_all(b"ping")?;
 //! port.start_io(&conn, Request::read_exact(vec![0; 4]))?;
@@ -79,9 +79,13 @@
 //! `PortClosed`) or is refused: every check of the port's state is made under the lock that
 //! shutdown's cancel pass takes (ARCHITECTURE.md, "Shutdown").
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms)]
 // Loom builds leave out the session server and the real selector: what only they use is unused.
 #![cfg_attr(loom, allow(dead_code))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cport runs on Linux only: it is built on epoll, eventfd and timerfd");
 
 mod completion;
 pub mod driver;
@@ -91,6 +95,8 @@ pub mod net;
 mod port;
 mod queue;
 mod request;
+#[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
 pub mod session;
 mod sync;
 mod sys;
@@ -101,6 +107,7 @@ mod token;
 /// session connection hosted the way a `Server` hosts it.
 #[cfg(loom)]
 pub mod model {
+    #[cfg(feature = "session")]
     pub use crate::session::model::Host;
     pub use crate::sys::mock::Kernel;
 }

@@ -6,10 +6,12 @@
 //! The one exception is [`StatCounter`]: statistics order nothing, so they stay std atomics
 //! under loom too, and add no states for the model checker to explore.
 
+#[cfg(all(feature = "session", not(loom)))]
+pub(crate) use std::sync::RwLock;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard, RwLock,
+    Arc, Condvar, Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::{thread, thread_local};
@@ -75,25 +77,27 @@ peek_for!(AtomicBool, bool, |a| a.fetch_or(false, Ordering::SeqCst));
 pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
 
 /// A statistics counter of sizes (see the module docs): a std atomic in every build.
+#[cfg(feature = "session")]
 pub(crate) type StatSize = std::sync::atomic::AtomicUsize;
 
 /// A read-mostly value that is replaced as a whole (the session limits): `arc_swap::ArcSwap`,
 /// whose loads take no lock, in production; a lock around an `Arc` under loom, so the models
 /// see every load and store as a point where threads meet.
-#[cfg(not(loom))]
+#[cfg(all(feature = "session", not(loom)))]
 pub(crate) struct Swap<T>(arc_swap::ArcSwap<T>);
 
-#[cfg(loom)]
+#[cfg(all(feature = "session", loom))]
 pub(crate) struct Swap<T>(Mutex<std::sync::Arc<T>>);
 
 /// What [`Swap::load`] returned.
-#[cfg(not(loom))]
+#[cfg(all(feature = "session", not(loom)))]
 pub(crate) struct Loaded<T>(arc_swap::Guard<std::sync::Arc<T>>);
 
 /// What [`Swap::load`] returned.
-#[cfg(loom)]
+#[cfg(all(feature = "session", loom))]
 pub(crate) struct Loaded<T>(std::sync::Arc<T>);
 
+#[cfg(feature = "session")]
 impl<T> std::ops::Deref for Loaded<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -101,6 +105,7 @@ impl<T> std::ops::Deref for Loaded<T> {
     }
 }
 
+#[cfg(feature = "session")]
 impl<T> Swap<T> {
     pub(crate) fn new(value: T) -> Swap<T> {
         #[cfg(not(loom))]

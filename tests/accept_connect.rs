@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cport::{driver, ErrorKind, Op, Request, Status};
+use cport::{driver, Driver, ErrorKind, Op, Request, Status};
 use util::{next, port, socket_path};
 
 #[test]
@@ -48,7 +48,7 @@ fn one_thousand_accepts_on_one_listener() {
                 assert_eq!(d.name(), "tcp stream");
                 accepts += 1;
                 accepted.store(accepts, Ordering::SeqCst);
-                let isb = port.assign_boxed(d, 1_000 + accepts as u64).unwrap();
+                let isb = port.assign(d, 1_000 + accepts as u64).unwrap();
                 port.close(&isb).unwrap();
                 assert!(!isb.is_assigned());
                 if accepts < N {
@@ -146,7 +146,7 @@ fn unix_listener_and_stream_round_trip() {
                 let d = c.take_accepted().unwrap();
                 assert_eq!(d.name(), "unix stream");
                 assert!(c.addr().is_none(), "a Unix peer has no socket address");
-                server = Some(port.assign_boxed(d, 3).unwrap());
+                server = Some(port.assign(d, 3).unwrap());
             }
             (Op::Connect, 2) => connected = true,
             _ => panic!("unexpected {c:?}"),

@@ -6,7 +6,7 @@ mod util;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::ops::RangeInclusive;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use cport::{driver, Driver, Error, ErrorKind, Isb, Op, Port, Request, StartError, Status};
@@ -199,14 +199,14 @@ fn a_busy_side_refuses_a_second_io() {
     assert_eq!(next(&port).status(), Status::Cancelled);
 }
 
-/// A driver that watches an fd it does not own (it never closes it).
-struct Borrowed(RawFd);
+/// A driver that watches an fd it does not own (it never closes it, and cannot hand it back).
+struct Borrowed(std::os::fd::BorrowedFd<'static>);
 
 impl Driver for Borrowed {
     fn name(&self) -> &'static str {
         "borrowed fd"
     }
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.0
     }
     fn supports(&self, op: Op) -> bool {
@@ -214,30 +214,15 @@ impl Driver for Borrowed {
     }
 }
 
-/// A driver with no fd at all.
-struct NoFd;
-
-impl Driver for NoFd {
-    fn name(&self) -> &'static str {
-        "no fd"
-    }
-    fn fd(&self) -> RawFd {
-        -1
-    }
-    fn supports(&self, _: Op) -> bool {
-        true
-    }
-}
-
 /// A driver whose attach refuses.
-struct Refuses;
+struct Refuses(std::fs::File);
 
 impl Driver for Refuses {
     fn name(&self) -> &'static str {
         "refuser"
     }
-    fn fd(&self) -> RawFd {
-        0
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.0)
     }
     fn supports(&self, _: Op) -> bool {
         true
@@ -273,9 +258,12 @@ fn fds_a_driver_cannot_take() {
     // epoll refuses a regular file.
     let file = std::fs::File::open("Cargo.toml").unwrap();
     error_is(port.assign(driver::Fd::new(file), 87), ErrorKind::InvalidInput, &["regular file"]);
-    // A user driver with no fd, and one whose attach refuses.
-    error_is(port.assign(NoFd, 88), ErrorKind::InvalidInput, &["no fd"]);
-    error_is(port.assign(Refuses, 89), ErrorKind::InvalidInput, &["not this one"]);
+    // A user driver whose attach refuses.
+    error_is(
+        port.assign(Refuses(std::fs::File::open("/dev/null").unwrap()), 89),
+        ErrorKind::InvalidInput,
+        &["not this one"],
+    );
     assert_eq!(port.streams(), 0, "a refused assign left a stream behind");
 }
 
@@ -287,7 +275,9 @@ fn the_same_fd_assigned_twice() {
     let isb = port.assign(driver::Fd::new(r), 91).unwrap();
     // The same fd number again, through a driver that does not own it (so the refusal
     // closes nothing).
-    error_is(port.assign(Borrowed(raw), 92), ErrorKind::InvalidInput, &["already assigned"]);
+    // SAFETY: the fd stays open until the end of the test: the first assignment owns it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    error_is(port.assign(Borrowed(borrowed), 92), ErrorKind::InvalidInput, &["already assigned"]);
     assert_eq!(port.streams(), 1);
     // The first assignment is intact.
     assert_eq!(isb.fd(), Some(raw));
@@ -373,4 +363,32 @@ fn an_os_einval_is_invalid_input_and_keeps_its_errno() {
     let long = std::env::temp_dir().join("y".repeat(200));
     let io = std::os::unix::net::UnixListener::bind(&long).unwrap_err();
     assert_eq!(Error::from_io(&io, "bind").kind(), ErrorKind::InvalidInput, "{io}");
+}
+
+/// `deassign_fd` hands a built-in driver's fd back open; a driver that cannot is deassigned
+/// all the same, with a clear error; a second call finds nothing assigned.
+#[test]
+fn deassign_fd_gives_the_fd_back_or_says_why_not() {
+    let port = port();
+    let (r, w) = pipe();
+    let raw = r.as_raw_fd();
+    let isb = port.assign(driver::Fd::new(r), 93).unwrap();
+    port.start_io(&isb, Request::read_some(vec![0; 8])).unwrap();
+    let fd = port.deassign_fd(&isb).unwrap();
+    assert_eq!(fd.as_raw_fd(), raw, "the same fd, open");
+    let c = next(&port);
+    assert_eq!((c.token(), c.status()), (93, Status::Cancelled), "its pending read ended first");
+    assert_eq!(port.deassign_fd(&isb).unwrap_err().kind(), ErrorKind::NotAssigned);
+    let mut w = std::fs::File::from(w);
+    w.write_all(b"x").unwrap();
+    let mut got = [0u8; 1];
+    std::io::Read::read_exact(&mut std::fs::File::from(fd), &mut got).unwrap();
+    assert_eq!(&got, b"x");
+
+    let (r2, _w2) = pipe();
+    // SAFETY: `r2` outlives every use of the borrow (the port drops the driver at deassign).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(r2.as_raw_fd()) };
+    let isb = port.assign(Borrowed(borrowed), 94).unwrap();
+    error_is(port.deassign_fd(&isb), ErrorKind::InvalidInput, &["cannot hand its fd back"]);
+    assert!(!isb.is_assigned(), "deassigned all the same");
 }

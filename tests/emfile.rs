@@ -95,7 +95,7 @@ fn accept_on_emfile_fails_rests_and_recovers() {
     let mut c = next(&port);
     assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok), "{c:?} {:?}", c.error());
     assert_eq!(c.addr(), Some(client.local_addr().unwrap()));
-    let conn = port.assign_boxed(c.take_accepted().unwrap(), 2).unwrap();
+    let conn = port.assign(c.take_accepted().unwrap(), 2).unwrap();
     port.write(&conn, b"back".to_vec()).unwrap();
     assert_eq!(next(&port).status(), Status::Ok);
     client.set_read_timeout(Some(GUARD)).unwrap();

@@ -4,6 +4,7 @@
 //! and the limits, and a server run on a rayon pool.
 //!
 //! Nothing here asserts on timing: waits poll a condition with the hang guard of `util`.
+#![cfg(feature = "session")]
 
 mod util;
 

@@ -27,9 +27,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cport::session::{Closed, Limits, Outbox, Server, Session};
 use cport::{driver, Completion, Driver, ErrorKind, Isb, Op, Port, Request, Status};
 use util::{open_fds, pattern, serial, threads_named, Rng};
 
@@ -237,8 +236,8 @@ impl Driver for UserDriver {
     fn name(&self) -> &'static str {
         "storm driver"
     }
-    fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
     }
     fn supports(&self, op: Op) -> bool {
         matches!(op, Op::Read | Op::ReadVectored | Op::Write | Op::WriteVectored)
@@ -821,7 +820,7 @@ impl Storm {
         self.record(&mut r, c, before);
         drop(r);
         if let Some(d) = accepted {
-            self.add(Kind::Loose, false, |id| Ok((self.port.assign_boxed(d, id)?, PeerEnd::None)));
+            self.add(Kind::Loose, false, |id| Ok((self.port.assign(d, id)?, PeerEnd::None)));
         }
     }
 
@@ -1100,210 +1099,216 @@ fn storm_on_a_polling_port() {
 
 // ---------------------------------------------------------------------------------------------
 // The session layer in a storm.
+#[cfg(feature = "session")]
+mod sessions {
+    use super::*;
+    use cport::session::{Closed, Limits, Outbox, Server, Session};
+    use std::time::Instant;
 
-#[derive(Default)]
-struct SessionCounts {
-    opened: AtomicUsize,
-    closed: AtomicUsize,
-    dropped: AtomicUsize,
-    /// Sessions told `closed` twice, or called after it.
-    broken: AtomicUsize,
-}
-
-/// Echoes what it consumes. The first byte of a connection picks the mode: `E` echoes
-/// everything, `C` echoes the first `CLOSE_AFTER` bytes and then closes. The second picks how
-/// many bytes it consumes at most per call (`BITES`), so unconsumed tails come back prefixed.
-struct Echo {
-    counts: Arc<SessionCounts>,
-    /// Mode and bite, once the first two bytes are in.
-    header: Option<(u8, usize)>,
-    seen: usize,
-    closed: bool,
-}
-
-const BITES: [usize; 5] = [1, 7, 100, 4096, usize::MAX];
-
-const CLOSE_AFTER: usize = 1000;
-
-impl Session for Echo {
-    fn opened(&mut self, _out: &mut Outbox<'_>) -> cport::Result<()> {
-        self.counts.opened.fetch_add(1, SeqCst);
-        Ok(())
+    #[derive(Default)]
+    struct SessionCounts {
+        opened: AtomicUsize,
+        closed: AtomicUsize,
+        dropped: AtomicUsize,
+        /// Sessions told `closed` twice, or called after it.
+        broken: AtomicUsize,
     }
 
-    fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
-        if self.closed {
-            self.counts.broken.fetch_add(1, SeqCst);
+    /// Echoes what it consumes. The first byte of a connection picks the mode: `E` echoes
+    /// everything, `C` echoes the first `CLOSE_AFTER` bytes and then closes. The second picks how
+    /// many bytes it consumes at most per call (`BITES`), so unconsumed tails come back prefixed.
+    struct Echo {
+        counts: Arc<SessionCounts>,
+        /// Mode and bite, once the first two bytes are in.
+        header: Option<(u8, usize)>,
+        seen: usize,
+        closed: bool,
+    }
+
+    const BITES: [usize; 5] = [1, 7, 100, 4096, usize::MAX];
+
+    const CLOSE_AFTER: usize = 1000;
+
+    impl Session for Echo {
+        fn opened(&mut self, _out: &mut Outbox<'_>) -> cport::Result<()> {
+            self.counts.opened.fetch_add(1, SeqCst);
+            Ok(())
         }
-        if self.header.is_none() {
-            if data.len() < 2 {
-                return Ok(0);
+
+        fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+            if self.closed {
+                self.counts.broken.fetch_add(1, SeqCst);
             }
-            self.header = Some((data[0], BITES[usize::from(data[1]) % BITES.len()]));
-        }
-        let (mode, bite) = self.header.expect("just set");
-        let mut n = data.len().min(bite);
-        if mode == b'C' {
-            n = n.min(CLOSE_AFTER - self.seen);
-        }
-        out.send(&data[..n]);
-        self.seen += n;
-        if mode == b'C' && self.seen == CLOSE_AFTER {
-            out.close();
-            // Whatever comes after is left unconsumed: the connection is closing.
-            return Ok(data.len());
-        }
-        Ok(n)
-    }
-
-    fn closed(&mut self, _why: &Closed) {
-        if self.closed {
-            self.counts.broken.fetch_add(1, SeqCst);
-        }
-        self.closed = true;
-        self.counts.closed.fetch_add(1, SeqCst);
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.counts.dropped.fetch_add(1, SeqCst);
-    }
-}
-
-/// One client connection of the session storm; returns a broken promise, if it saw one.
-fn session_client(addr: SocketAddr, rng: &mut Rng, seed: u64) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(util::GUARD)).unwrap();
-    let kind = rng.below(10);
-    let total = 1 + size(rng, 4, 300_000, 8_000);
-    let mut data = pattern(seed, total);
-    data[0] = if kind == 9 { b'C' } else { b'E' };
-    // A byte a call only for short streams: every call is a write.
-    data[1] = if total > 10_000 { 1 + rng.below(4) as u8 } else { rng.below(5) as u8 };
-    match kind {
-        // Clean: pipelined chunks, half-close, read the whole echo and then end of stream.
-        0..=5 | 9 => {
-            let mut reader = s.try_clone().unwrap();
-            let want = if kind == 9 { total.min(CLOSE_AFTER) } else { total };
-            let writer = {
-                let data = data.clone();
-                let mut w = s.try_clone().unwrap();
-                let mut rng = Rng::new(seed ^ 1);
-                std::thread::spawn(move || {
-                    let mut at = 0;
-                    while at < data.len() {
-                        let n = (1 + rng.below(9000) as usize).min(data.len() - at);
-                        if w.write_all(&data[at..at + n]).is_err() {
-                            return;
-                        }
-                        at += n;
-                    }
-                    let _ = w.shutdown(Shutdown::Write);
-                })
-            };
-            let mut back = Vec::new();
-            let r = reader.read_to_end(&mut back);
-            let _ = writer.join();
-            match r {
-                Ok(_) if back == data[..want] => None,
-                Ok(_) => Some(format!(
-                    "mode {}: echo of {} bytes came back as {} bytes (first difference at {:?})",
-                    data[0] as char,
-                    want,
-                    back.len(),
-                    back.iter().zip(&data).position(|(a, b)| a != b)
-                )),
-                // Mode C closes with input unread; the server lingers, so no reset is expected.
-                Err(e) => Some(format!("mode {}: reading the echo: {e}", data[0] as char)),
-            }
-        }
-        // Abrupt: send part, then reset or close without reading.
-        6 | 7 => {
-            let n = (rng.below(total as u64) as usize).max(1);
-            let _ = s.write_all(&data[..n]);
-            if kind == 6 {
-                util::linger_zero(&s);
-            }
-            None
-        }
-        // Idle: connect and go.
-        _ => None,
-    }
-}
-
-#[test]
-fn storm_on_sessions() {
-    let cfg = config();
-    let _g = serial(&SERIAL);
-    let replay = cfg.seed;
-    let seed = cfg.seed ^ 0x5e55;
-    let fds_before = open_fds();
-    let threads_before = threads_named("cport-");
-    let counts = Arc::new(SessionCounts::default());
-
-    let limits = Limits { read_size: 512, linger: Duration::from_secs(5), ..Limits::default() };
-    let server = {
-        let counts = counts.clone();
-        Server::builder()
-            .limits(limits.clone())
-            .bind("127.0.0.1:0".parse().unwrap(), move |_conn| {
-                Box::new(Echo { counts: counts.clone(), header: None, seen: 0, closed: false })
-            })
-            .unwrap()
-    };
-    let addr = server.local_addr();
-    let runners: Vec<_> = (0..2)
-        .map(|_| {
-            let s = server.clone();
-            std::thread::spawn(move || s.run())
-        })
-        .collect();
-    let deadline = Instant::now() + cfg.run;
-    let clients: Vec<_> = (0..4u64)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut rng = Rng::new(seed ^ (i << 40));
-                let mut broken = Vec::new();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    if let Some(b) = session_client(addr, &mut rng, seed ^ (i << 40) ^ n) {
-                        broken.push(b);
-                    }
-                    n += 1;
+            if self.header.is_none() {
+                if data.len() < 2 {
+                    return Ok(0);
                 }
-                (n, broken)
+                self.header = Some((data[0], BITES[usize::from(data[1]) % BITES.len()]));
+            }
+            let (mode, bite) = self.header.expect("just set");
+            let mut n = data.len().min(bite);
+            if mode == b'C' {
+                n = n.min(CLOSE_AFTER - self.seen);
+            }
+            out.send(&data[..n]);
+            self.seen += n;
+            if mode == b'C' && self.seen == CLOSE_AFTER {
+                out.close();
+                // Whatever comes after is left unconsumed: the connection is closing.
+                return Ok(data.len());
+            }
+            Ok(n)
+        }
+
+        fn closed(&mut self, _why: &Closed) {
+            if self.closed {
+                self.counts.broken.fetch_add(1, SeqCst);
+            }
+            self.closed = true;
+            self.counts.closed.fetch_add(1, SeqCst);
+        }
+    }
+
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            self.counts.dropped.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// One client connection of the session storm; returns a broken promise, if it saw one.
+    fn session_client(addr: SocketAddr, rng: &mut Rng, seed: u64) -> Option<String> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(util::GUARD)).unwrap();
+        let kind = rng.below(10);
+        let total = 1 + size(rng, 4, 300_000, 8_000);
+        let mut data = pattern(seed, total);
+        data[0] = if kind == 9 { b'C' } else { b'E' };
+        // A byte a call only for short streams: every call is a write.
+        data[1] = if total > 10_000 { 1 + rng.below(4) as u8 } else { rng.below(5) as u8 };
+        match kind {
+            // Clean: pipelined chunks, half-close, read the whole echo and then end of stream.
+            0..=5 | 9 => {
+                let mut reader = s.try_clone().unwrap();
+                let want = if kind == 9 { total.min(CLOSE_AFTER) } else { total };
+                let writer = {
+                    let data = data.clone();
+                    let mut w = s.try_clone().unwrap();
+                    let mut rng = Rng::new(seed ^ 1);
+                    std::thread::spawn(move || {
+                        let mut at = 0;
+                        while at < data.len() {
+                            let n = (1 + rng.below(9000) as usize).min(data.len() - at);
+                            if w.write_all(&data[at..at + n]).is_err() {
+                                return;
+                            }
+                            at += n;
+                        }
+                        let _ = w.shutdown(Shutdown::Write);
+                    })
+                };
+                let mut back = Vec::new();
+                let r = reader.read_to_end(&mut back);
+                let _ = writer.join();
+                match r {
+                    Ok(_) if back == data[..want] => None,
+                    Ok(_) => Some(format!(
+                        "mode {}: echo of {} bytes came back as {} bytes (first difference at {:?})",
+                        data[0] as char,
+                        want,
+                        back.len(),
+                        back.iter().zip(&data).position(|(a, b)| a != b)
+                    )),
+                    // Mode C closes with input unread; the server lingers, so no reset is expected.
+                    Err(e) => Some(format!("mode {}: reading the echo: {e}", data[0] as char)),
+                }
+            }
+            // Abrupt: send part, then reset or close without reading.
+            6 | 7 => {
+                let n = (rng.below(total as u64) as usize).max(1);
+                let _ = s.write_all(&data[..n]);
+                if kind == 6 {
+                    util::linger_zero(&s);
+                }
+                None
+            }
+            // Idle: connect and go.
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn storm_on_sessions() {
+        let cfg = config();
+        let _g = serial(&SERIAL);
+        let replay = cfg.seed;
+        let seed = cfg.seed ^ 0x5e55;
+        let fds_before = open_fds();
+        let threads_before = threads_named("cport-");
+        let counts = Arc::new(SessionCounts::default());
+
+        let limits = Limits { read_size: 512, linger: Duration::from_secs(5), ..Limits::default() };
+        let server = {
+            let counts = counts.clone();
+            Server::builder()
+                .limits(limits.clone())
+                .bind("127.0.0.1:0".parse().unwrap(), move |_conn| {
+                    Box::new(Echo { counts: counts.clone(), header: None, seen: 0, closed: false })
+                })
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let runners: Vec<_> = (0..2)
+            .map(|_| {
+                let s = server.clone();
+                std::thread::spawn(move || s.run())
             })
-        })
-        .collect();
-    // The read size changes under the connections' feet.
-    let mut rng = Rng::new(seed);
-    while Instant::now() < deadline {
-        let read_size = 1 + rng.below(20_000) as usize;
-        server.set_limits(Limits { read_size, ..limits.clone() }).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+            .collect();
+        let deadline = Instant::now() + cfg.run;
+        let clients: Vec<_> = (0..4u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut rng = Rng::new(seed ^ (i << 40));
+                    let mut broken = Vec::new();
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        if let Some(b) = session_client(addr, &mut rng, seed ^ (i << 40) ^ n) {
+                            broken.push(b);
+                        }
+                        n += 1;
+                    }
+                    (n, broken)
+                })
+            })
+            .collect();
+        // The read size changes under the connections' feet.
+        let mut rng = Rng::new(seed);
+        while Instant::now() < deadline {
+            let read_size = 1 + rng.below(20_000) as usize;
+            server.set_limits(Limits { read_size, ..limits.clone() }).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut connections = 0;
+        let mut broken = Vec::new();
+        for c in clients {
+            let (n, b) = c.join().unwrap();
+            connections += n;
+            broken.extend(b);
+        }
+        let summary = server.stop(util::GUARD);
+        for r in runners {
+            r.join().unwrap().expect("run ended with an error");
+        }
+        assert!(broken.is_empty(), "seed {replay}: {} broken promises:\n{}", broken.len(), broken.join("\n"));
+        let opened = counts.opened.load(SeqCst);
+        println!("session storm: {connections} connections, {summary:?}");
+        assert!(connections > 10, "seed {replay}: the storm did too little ({connections} connections)");
+        assert_eq!(summary.open, 0, "seed {replay}: {summary:?}");
+        assert_eq!(summary.accepted, opened, "seed {replay}: a session per accepted connection: {summary:?}");
+        assert_eq!(counts.closed.load(SeqCst), opened, "seed {replay}: closed once per session");
+        assert_eq!(counts.broken.load(SeqCst), 0, "seed {replay}: a session called after closed");
+        drop(server);
+        assert_eq!(counts.dropped.load(SeqCst), opened, "seed {replay}: every session dropped");
+        assert_eq!(threads_named("cport-"), threads_before, "seed {replay}: threads left behind");
+        assert_eq!(open_fds(), fds_before, "seed {replay}: fds leaked: {:?}", util::fd_list());
     }
-    let mut connections = 0;
-    let mut broken = Vec::new();
-    for c in clients {
-        let (n, b) = c.join().unwrap();
-        connections += n;
-        broken.extend(b);
-    }
-    let summary = server.stop(util::GUARD);
-    for r in runners {
-        r.join().unwrap().expect("run ended with an error");
-    }
-    assert!(broken.is_empty(), "seed {replay}: {} broken promises:\n{}", broken.len(), broken.join("\n"));
-    let opened = counts.opened.load(SeqCst);
-    println!("session storm: {connections} connections, {summary:?}");
-    assert!(connections > 10, "seed {replay}: the storm did too little ({connections} connections)");
-    assert_eq!(summary.open, 0, "seed {replay}: {summary:?}");
-    assert_eq!(summary.accepted, opened, "seed {replay}: a session per accepted connection: {summary:?}");
-    assert_eq!(counts.closed.load(SeqCst), opened, "seed {replay}: closed once per session");
-    assert_eq!(counts.broken.load(SeqCst), 0, "seed {replay}: a session called after closed");
-    drop(server);
-    assert_eq!(counts.dropped.load(SeqCst), opened, "seed {replay}: every session dropped");
-    assert_eq!(threads_named("cport-"), threads_before, "seed {replay}: threads left behind");
-    assert_eq!(open_fds(), fds_before, "seed {replay}: fds leaked: {:?}", util::fd_list());
 }

@@ -6,8 +6,9 @@
 #![cfg(loom)]
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use cport::model::{Host, Kernel};
 use cport::session::{Closed, Outbox, Session};
@@ -41,8 +42,18 @@ impl Wire {
     }
 }
 
+/// A real fd for a fake stream: `/dev/null`, opened for its number only (the stand-in kernel
+/// knows streams by their fd numbers; nothing reads or writes it). Both ends of a fake stream
+/// hold it, so its number is not reused while either lives.
+type Null = std::sync::Arc<File>;
+
+fn null() -> Null {
+    std::sync::Arc::new(File::open("/dev/null").expect("open /dev/null"))
+}
+
 /// The driver end of a fake stream, given to `Port::assign` (or `Host::open`).
 pub struct MockStream {
+    null: Null,
     fd: RawFd,
     wire: Arc<Mutex<Wire>>,
     kernel: Kernel,
@@ -51,28 +62,39 @@ pub struct MockStream {
 /// The model's end of a fake stream.
 #[derive(Clone)]
 pub struct Peer {
+    _null: Null,
     fd: RawFd,
     wire: Arc<Mutex<Wire>>,
     kernel: Kernel,
 }
 
-/// A fake stream with fd number `fd` on `port`'s stand-in kernel: the driver and the peer.
-/// Writes always find room.
-pub fn pair(port: &Port, fd: RawFd) -> (MockStream, Peer) {
-    windowed(port, fd, usize::MAX)
+/// A fake stream on `port`'s stand-in kernel: the driver and the peer. Writes always find
+/// room.
+pub fn pair(port: &Port) -> (MockStream, Peer) {
+    windowed(port, usize::MAX)
 }
 
 /// A fake stream whose writes find room for `window` bytes the peer has not taken
 /// ([`Peer::take`]): a write beyond that would block, as on a socket whose peer does not read.
-pub fn windowed(port: &Port, fd: RawFd, window: usize) -> (MockStream, Peer) {
+pub fn windowed(port: &Port, window: usize) -> (MockStream, Peer) {
+    let null = null();
+    let fd = null.as_raw_fd();
     let wire = Wire { inbox: VecDeque::new(), eof: false, reads: 0, outbox: Vec::new(), taken: 0, window };
     let kernel = port.kernel();
     wire.publish(fd, &kernel);
     let wire = Arc::new(Mutex::new(wire));
-    (MockStream { fd, wire: wire.clone(), kernel: kernel.clone() }, Peer { fd, wire, kernel })
+    (
+        MockStream { null: null.clone(), fd, wire: wire.clone(), kernel: kernel.clone() },
+        Peer { _null: null, fd, wire, kernel },
+    )
 }
 
 impl Peer {
+    /// The stream's fd number, as the stand-in kernel knows it.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
     /// Sends bytes to the port's end and makes it readable.
     pub fn send(&self, bytes: &[u8]) {
         let mut w = self.wire.lock().unwrap();
@@ -112,8 +134,8 @@ impl Driver for MockStream {
         "mock stream"
     }
 
-    fn fd(&self) -> RawFd {
-        self.fd
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.null.as_fd()
     }
 
     fn supports(&self, op: Op) -> bool {
@@ -281,13 +303,12 @@ pub fn settle(port: &Port, host: &Host, peer: &Peer) -> Vec<u8> {
 /// What a fake listener and its clients share: connections waiting to be accepted.
 struct Backlog {
     waiting: usize,
-    /// fd numbers handed to accepted streams.
-    next_fd: RawFd,
 }
 
 /// The driver end of a fake listening socket: each accept takes one waiting connection (a
-/// stream that does nothing, with an fd number of its own).
+/// stream that does nothing, with an fd of its own).
 pub struct MockListener {
+    null: Null,
     fd: RawFd,
     backlog: Arc<Mutex<Backlog>>,
     kernel: Kernel,
@@ -296,18 +317,23 @@ pub struct MockListener {
 /// The model's end of a fake listener: clients connect through it.
 #[derive(Clone)]
 pub struct Dialer {
+    _null: Null,
     fd: RawFd,
     backlog: Arc<Mutex<Backlog>>,
     kernel: Kernel,
 }
 
-/// A fake listener with fd number `fd` on `port`'s stand-in kernel, and its dialer. Accepted
-/// streams get fd numbers from `fd + 1` on.
-pub fn listener(port: &Port, fd: RawFd) -> (MockListener, Dialer) {
-    let backlog = Arc::new(Mutex::new(Backlog { waiting: 0, next_fd: fd + 1 }));
+/// A fake listener on `port`'s stand-in kernel, and its dialer.
+pub fn listener(port: &Port) -> (MockListener, Dialer) {
+    let null = null();
+    let fd = null.as_raw_fd();
+    let backlog = Arc::new(Mutex::new(Backlog { waiting: 0 }));
     let kernel = port.kernel();
     kernel.set_ready(fd, false, false);
-    (MockListener { fd, backlog: backlog.clone(), kernel: kernel.clone() }, Dialer { fd, backlog, kernel })
+    (
+        MockListener { null: null.clone(), fd, backlog: backlog.clone(), kernel: kernel.clone() },
+        Dialer { _null: null, fd, backlog, kernel },
+    )
 }
 
 impl Dialer {
@@ -321,15 +347,15 @@ impl Dialer {
 
 /// A stream that was accepted and is never read or written in the models.
 struct Accepted {
-    fd: RawFd,
+    null: Null,
 }
 
 impl Driver for Accepted {
     fn name(&self) -> &'static str {
         "mock accepted stream"
     }
-    fn fd(&self) -> RawFd {
-        self.fd
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.null.as_fd()
     }
     fn supports(&self, op: Op) -> bool {
         matches!(op, Op::Read | Op::Write)
@@ -341,8 +367,8 @@ impl Driver for MockListener {
         "mock listener"
     }
 
-    fn fd(&self) -> RawFd {
-        self.fd
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.null.as_fd()
     }
 
     fn supports(&self, op: Op) -> bool {
@@ -355,9 +381,7 @@ impl Driver for MockListener {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         b.waiting -= 1;
-        let fd = b.next_fd;
-        b.next_fd += 1;
         self.kernel.set_ready(self.fd, b.waiting > 0, false);
-        Ok((Box::new(Accepted { fd }), None))
+        Ok((Box::new(Accepted { null: null() }), None))
     }
 }

@@ -22,7 +22,7 @@ fn port() -> Port {
 fn cancel_races_completion() {
     model("cancel_races_completion", || {
         let port = port();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
 
@@ -54,7 +54,7 @@ fn timeout_races_completion_and_cancel() {
     model("timeout_races_completion_and_cancel", || {
         let port = port();
         let kernel = port.kernel();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
         port.set_timeout(&isb, Some(Duration::ZERO)).unwrap();
@@ -91,7 +91,7 @@ fn request_timeout_races_completion_and_cancel() {
     model("request_timeout_races_completion_and_cancel", || {
         let port = port();
         let kernel = port.kernel();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4]).timeout(Duration::ZERO)).unwrap();
         // As in model 2: wall time must pass the wheel's tick for the timeout to be due.
@@ -125,7 +125,7 @@ fn request_timeout_races_completion_and_cancel() {
 fn cancel_read_leaves_the_write_pending() {
     model("cancel_read_leaves_the_write_pending", || {
         let port = port();
-        let (drv, peer) = windowed(&port, 100, 0);
+        let (drv, peer) = windowed(&port, 0);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::write(b"w".to_vec())).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
@@ -162,7 +162,7 @@ fn cancel_read_leaves_the_write_pending() {
 fn accept_series_races_close() {
     model("accept_series_races_close", || {
         let port = Port::builder().threads(0).build().unwrap();
-        let (lis, dialer) = listener(&port, 100);
+        let (lis, dialer) = listener(&port);
         let isb = port.assign(lis, 1).unwrap();
         dialer.connect();
         port.accept_many(&isb, 3).unwrap();
@@ -194,7 +194,8 @@ fn close_races_readiness() {
     model("close_races_readiness", || {
         let port = port();
         let kernel = port.kernel();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
+        let fd = peer.fd();
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
 
@@ -208,7 +209,7 @@ fn close_races_readiness() {
         assert_eq!(ops[0].0, Op::Read, "the read ends before the close: {ops:?}");
         assert!(matches!(ops[0].1, Status::Ok | Status::Cancelled), "{ops:?}");
         assert_eq!(ops[1], (Op::Close, Status::Ok));
-        assert!(!kernel.is_registered(100));
+        assert!(!kernel.is_registered(fd));
         assert_eq!(port.start_io(&isb, Request::read_some(vec![0; 1])).unwrap_err().kind(), ErrorKind::NotAssigned);
     });
 }
@@ -224,10 +225,10 @@ fn close_races_readiness() {
 fn reused_slot_gets_no_stale_event() {
     model("reused_slot_gets_no_stale_event", || {
         let port = port();
-        let (a, peer_a) = pair(&port, 100);
+        let (a, peer_a) = pair(&port);
         let isb_a = port.assign(a, 1).unwrap();
         port.start_io(&isb_a, Request::read_some(vec![0; 4])).unwrap();
-        let (c, peer_c) = pair(&port, 102);
+        let (c, peer_c) = pair(&port);
         let isb_c = port.assign(c, 3).unwrap();
         port.start_io(&isb_c, Request::read_some(vec![0; 4])).unwrap();
 
@@ -236,7 +237,7 @@ fn reused_slot_gets_no_stale_event() {
             peer_c.send(b"c");
         });
         port.deassign(&isb_a).unwrap();
-        let (b, peer_b) = pair(&port, 101);
+        let (b, peer_b) = pair(&port);
         let isb_b = port.assign(b, 2).unwrap();
         port.start_io(&isb_b, Request::read_some(vec![0; 4])).unwrap();
 
@@ -263,7 +264,7 @@ fn reused_slot_gets_no_stale_event() {
 fn waiters_race_worker_and_wakeup() {
     model("waiters_race_worker_and_wakeup", || {
         let port = port();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
 
@@ -296,7 +297,8 @@ fn last_dec_ref_races_worker_and_waiter() {
     model("last_dec_ref_races_worker_and_waiter", || {
         let port = port();
         let kernel = port.kernel();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
+        let fd = peer.fd();
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
 
@@ -324,7 +326,7 @@ fn last_dec_ref_races_worker_and_waiter() {
 
         assert_eq!(got.len(), 1, "the read's completion is drained before PortClosed: {got:?}");
         assert!(matches!(got[0], (Op::Read, Status::Ok | Status::Cancelled)), "{got:?}");
-        assert!(!kernel.is_registered(100), "teardown deregistered the stream");
+        assert!(!kernel.is_registered(fd), "teardown deregistered the stream");
         assert_eq!(kernel.teardowns(), 1, "torn down exactly once");
         assert!(!isb.is_assigned());
     });
@@ -338,7 +340,8 @@ fn concurrent_inc_ref_dec_ref() {
     model("concurrent_inc_ref_dec_ref", || {
         let port = port();
         let kernel = port.kernel();
-        let (drv, _peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
+        let fd = peer.fd();
         let isb = port.assign(drv, 7).unwrap();
         let a = port.inc_ref();
         let b = port.clone();
@@ -352,7 +355,7 @@ fn concurrent_inc_ref_dec_ref() {
         t1.join().unwrap();
         t2.join().unwrap();
         assert_eq!(kernel.teardowns(), 1, "torn down exactly once");
-        assert!(!kernel.is_registered(100), "the last dec_ref tore the port down");
+        assert!(!kernel.is_registered(fd), "the last dec_ref tore the port down");
         assert!(!isb.is_assigned());
     });
 }
@@ -464,7 +467,7 @@ fn connect_races_shutdown() {
 fn close_races_shutdown() {
     model("close_races_shutdown", || {
         let port = port();
-        let (drv, _peer) = pair(&port, 100);
+        let (drv, _peer) = pair(&port);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
         let p = port.clone();
@@ -495,8 +498,8 @@ fn close_races_shutdown() {
 fn no_completion_stranded_when_its_taker_leaves() {
     model("no_completion_stranded_when_its_taker_leaves", || {
         let port = Port::builder().threads(0).build().unwrap();
-        let (a, peer_a) = pair(&port, 100);
-        let (b, peer_b) = pair(&port, 101);
+        let (a, peer_a) = pair(&port);
+        let (b, peer_b) = pair(&port);
         let isb_a = port.assign(a, 1).unwrap();
         let isb_b = port.assign(b, 2).unwrap();
         port.start_io(&isb_a, Request::read_some(vec![0; 4])).unwrap();
@@ -525,7 +528,7 @@ fn no_completion_stranded_when_its_taker_leaves() {
 fn close_waits_for_the_streams_last_completion() {
     model("close_waits_for_the_streams_last_completion", || {
         let port = port();
-        let (drv, peer) = pair(&port, 100);
+        let (drv, peer) = pair(&port);
         let isb = port.assign(drv, 7).unwrap();
         port.start_io(&isb, Request::read_some(vec![0; 4])).unwrap();
         let sender = thread::spawn(move || peer.send(b"x"));

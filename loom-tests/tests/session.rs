@@ -34,7 +34,7 @@ fn paced_requests_are_answered_when_the_output_drains() {
     model("paced_requests_are_answered_when_the_output_drains", || {
         let port = Port::builder().threads(0).build().unwrap();
         // Room for one byte the peer has not taken: the two-byte send stays in flight.
-        let (drv, peer) = windowed(&port, 100, 1);
+        let (drv, peer) = windowed(&port, 1);
         let (pacer, log) = Pacer::new(MARK);
         let host = std::sync::Arc::new(Host::open(&port, drv, 1, limits(), Box::new(pacer)).unwrap());
         host.connection().send(b"xx").unwrap();
@@ -92,7 +92,7 @@ fn a_reply_is_not_lost_to_a_concurrent_stop() {
 /// Models 2 and 3: `end` runs on another thread while this one handles the peer's request.
 fn reply_races_an_end(end: fn(&Host), why: Closed) {
     let port = Port::builder().threads(0).build().unwrap();
-    let (drv, peer) = windowed(&port, 100, usize::MAX);
+    let (drv, peer) = windowed(&port, usize::MAX);
     let (pacer, log) = Pacer::new(MARK);
     let host = std::sync::Arc::new(Host::open(&port, drv, 1, limits(), Box::new(pacer)).unwrap());
     peer.send(b"a");

@@ -9,9 +9,10 @@ mod net;
 
 pub use net::{Fd, TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
+use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::request::Op;
 
@@ -26,8 +27,16 @@ pub trait Driver: Send + 'static {
     /// A short name for messages, like `"tcp stream"`.
     fn name(&self) -> &'static str;
 
-    /// The fd epoll watches for readiness. It must stay open and the same while assigned.
-    fn fd(&self) -> RawFd;
+    /// The fd epoll watches for readiness, borrowed from the driver, which owns it (or
+    /// borrows it for at least as long as itself). It must stay the same while assigned.
+    fn fd(&self) -> BorrowedFd<'_>;
+
+    /// Gives up the driver and hands its fd back, open, for
+    /// [`Port::deassign_fd`](crate::Port::deassign_fd). `None` (the default) for a driver
+    /// that cannot; then dropping it closes the fd as usual.
+    fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+        None
+    }
 
     /// Whether the driver can run `op`.
     fn supports(&self, op: Op) -> bool;
@@ -98,6 +107,133 @@ pub trait Driver: Send + 'static {
     }
 }
 
+/// A connection an accept produced, not yet assigned ([`Completion::take_accepted`]): its
+/// peer's address, its fd for socket options (through [`AsFd`], e.g. `socket2::SockRef`), and
+/// a [`Driver`] to give to [`Port::assign`](crate::Port::assign). Dropping it closes the
+/// connection.
+///
+/// [`Completion::take_accepted`]: crate::Completion::take_accepted
+///
+/// ```
+/// use cport::{Op, Port};
+///
+/// let port = Port::new()?;
+/// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+/// let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+/// port.accept(&listener)?;
+/// let mut c = port.next_completion(None)?.expect("no timeout");
+/// assert_eq!(c.op(), Op::Accept);
+/// let conn = c.take_accepted().expect("an Ok accept carries its connection");
+/// assert_eq!(conn.peer_addr(), Some(client.local_addr()?));
+/// conn.set_nodelay(true)?;
+/// let isb = port.assign(conn, 1)?;
+/// # drop(isb);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Accepted {
+    driver: Box<dyn Driver>,
+    peer: Option<SocketAddr>,
+}
+
+impl Accepted {
+    pub(crate) fn new(driver: Box<dyn Driver>, peer: Option<SocketAddr>) -> Accepted {
+        Accepted { driver, peer }
+    }
+
+    /// The peer's address (`None` for a Unix-domain peer, which has none worth reporting).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on for a TCP connection (`TCP_NODELAY`).
+    ///
+    /// # Errors
+    /// `Os` if the connection is not TCP or the OS refuses.
+    pub fn set_nodelay(&self, on: bool) -> crate::Result<()> {
+        socket2::SockRef::from(&self.driver.fd())
+            .set_tcp_nodelay(on)
+            .map_err(|e| crate::Error::from_io(&e, format!("set_nodelay on an accepted {}", self.driver.name())))
+    }
+
+    /// The connection's driver, to assign with
+    /// [`Port::assign_boxed`](crate::Port::assign_boxed) (assigning the `Accepted` itself
+    /// works as well, through one more indirection per I/O call).
+    pub fn into_driver(self) -> Box<dyn Driver> {
+        self.driver
+    }
+}
+
+impl AsFd for Accepted {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.driver.fd()
+    }
+}
+
+impl AsRawFd for Accepted {
+    fn as_raw_fd(&self) -> RawFd {
+        self.driver.fd().as_raw_fd()
+    }
+}
+
+impl fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accepted")
+            .field("driver", &self.driver.name())
+            .field("fd", &self.as_raw_fd())
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+/// An accepted connection is a driver: it delegates to the one the listener made.
+impl Driver for Accepted {
+    fn name(&self) -> &'static str {
+        self.driver.name()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.driver.fd()
+    }
+    fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+        self.driver.into_fd()
+    }
+    fn supports(&self, op: Op) -> bool {
+        self.driver.supports(op)
+    }
+    fn attach(&mut self) -> io::Result<()> {
+        self.driver.attach()
+    }
+    fn detach(&mut self) {
+        self.driver.detach()
+    }
+    fn cancel(&mut self, op: Op) {
+        self.driver.cancel(op)
+    }
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.driver.read(buf)
+    }
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.driver.read_vectored(bufs)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.driver.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.driver.write_vectored(bufs)
+    }
+    fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<SocketAddr>)> {
+        self.driver.accept()
+    }
+    fn finish_connect(&mut self) -> io::Result<()> {
+        self.driver.finish_connect()
+    }
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.driver.recv_from(buf)
+    }
+    fn send_to(&mut self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
+        self.driver.send_to(buf, addr)
+    }
+}
+
 fn unsupported(name: &str, op: Op) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("a {name} does not support {op}"))
 }
@@ -106,8 +242,11 @@ impl Driver for Box<dyn Driver> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> BorrowedFd<'_> {
         (**self).fd()
+    }
+    fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+        (*self).into_fd()
     }
     fn supports(&self, op: Op) -> bool {
         (**self).supports(op)

@@ -28,6 +28,23 @@ fn attach_socket(fd: BorrowedFd<'_>, what: &str, ok: impl Fn(SocketKind) -> bool
     socket::set_nonblocking(fd)
 }
 
+/// `AsFd` and `AsRawFd` for a driver, through the field that owns its fd.
+macro_rules! fd_traits {
+    ($name:ident, $field:ident) => {
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.$field.as_fd()
+            }
+        }
+
+        impl AsRawFd for $name {
+            fn as_raw_fd(&self) -> RawFd {
+                self.$field.as_raw_fd()
+            }
+        }
+    };
+}
+
 fn is_stream(k: SocketKind) -> bool {
     k.ty == Type::STREAM && !k.listening
 }
@@ -71,12 +88,17 @@ macro_rules! stream_driver {
             }
         }
 
+        fd_traits!($name, sock);
+
         impl Driver for $name {
             fn name(&self) -> &'static str {
                 $label
             }
-            fn fd(&self) -> RawFd {
-                self.sock.as_raw_fd()
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.sock.as_fd()
+            }
+            fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+                Some(OwnedFd::from(self.sock))
             }
             fn supports(&self, op: Op) -> bool {
                 matches!(op, Op::Read | Op::ReadVectored | Op::Write | Op::WriteVectored | Op::Connect)
@@ -151,12 +173,17 @@ macro_rules! listener_driver {
             }
         }
 
+        fd_traits!($name, sock);
+
         impl Driver for $name {
             fn name(&self) -> &'static str {
                 $label
             }
-            fn fd(&self) -> RawFd {
-                self.sock.as_raw_fd()
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.sock.as_fd()
+            }
+            fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+                Some(OwnedFd::from(self.sock))
             }
             fn supports(&self, op: Op) -> bool {
                 op == Op::Accept
@@ -207,12 +234,17 @@ impl From<std::net::UdpSocket> for UdpSocket {
     }
 }
 
+fd_traits!(UdpSocket, sock);
+
 impl Driver for UdpSocket {
     fn name(&self) -> &'static str {
         "udp socket"
     }
-    fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+    fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+        Some(OwnedFd::from(self.sock))
     }
     fn supports(&self, op: Op) -> bool {
         matches!(op, Op::RecvFrom | Op::SendTo | Op::Read | Op::Write)
@@ -251,12 +283,17 @@ impl Fd {
     }
 }
 
+fd_traits!(Fd, file);
+
 impl Driver for Fd {
     fn name(&self) -> &'static str {
         "fd"
     }
-    fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+    fn into_fd(self: Box<Self>) -> Option<OwnedFd> {
+        Some(OwnedFd::from(self.file))
     }
     fn supports(&self, op: Op) -> bool {
         matches!(op, Op::Read | Op::ReadVectored | Op::Write | Op::WriteVectored)

@@ -2,6 +2,7 @@
 //! finishes, and when a completion is taken. Every move of a request happens under its
 //! stream's lock; see ARCHITECTURE.md, "ISB states", "Re-arm" and "Cancel, timeout, close".
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::stats::Counter;
@@ -171,7 +172,7 @@ impl Shared {
         if want.is_none() || inner.armed.covers(want) {
             return;
         }
-        let Some(fd) = inner.driver.as_ref().map(|d| d.fd()) else { return };
+        let Some(fd) = inner.driver.as_ref().map(|d| d.fd().as_raw_fd()) else { return };
         self.count(how, Counter::Rearms);
         match self.selector.arm(fd, stream.token.to_u64(), want) {
             Ok(()) => inner.armed = want,
@@ -278,9 +279,11 @@ impl Shared {
     }
 
     /// Deassigns (and, with `close`, queues a Close completion for) the stream.
-    pub(crate) fn release(&self, stream: &Arc<Stream>, close: bool) -> Result<()> {
+    /// Returns the detached driver, for the caller to drop (closing its fd) or to take the fd
+    /// back from.
+    pub(crate) fn release(&self, stream: &Arc<Stream>, close: bool) -> Result<Option<Box<dyn crate::driver::Driver>>> {
         let mut inner = stream.lock();
-        let Some(fd) = inner.driver.as_ref().map(|d| d.fd()) else {
+        let Some(fd) = inner.driver.as_ref().map(|d| d.fd().as_raw_fd()) else {
             let what = if close { "close" } else { "deassign" };
             return Err(Error::new(
                 ErrorKind::NotAssigned,
@@ -319,14 +322,15 @@ impl Shared {
             }
             drop(inner);
             self.streams.remove(stream.token);
-            return Ok(());
+            return Ok(None);
         }
         self.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
         let _ = self.selector.deregister(fd);
         for id in [inner.deadline.take(), inner.backoff.take()].into_iter().flatten() {
             self.disarm_timer(id.0);
         }
-        if let Some(mut d) = inner.driver.take() {
+        let mut driver = inner.driver.take();
+        if let Some(d) = driver.as_mut() {
             d.detach();
         }
         inner.armed = Interest::NONE;
@@ -340,7 +344,7 @@ impl Shared {
         if close {
             self.deliver_close(stream, &mut Deliver::Queue);
         }
-        Ok(())
+        Ok(driver)
     }
 }
 

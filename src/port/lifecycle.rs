@@ -5,6 +5,7 @@ use super::{Deliver, Port, Shared, CLOSED, CLOSING, GATE_CLOSED, OPEN};
 use crate::completion::Status;
 use crate::error::{Error, Result};
 use crate::sync::{lock, spin_hint, thread, Ordering};
+use std::os::fd::AsRawFd;
 
 impl Shared {
     /// Enters the post gate unless shutdown closed it (see ARCHITECTURE.md, "Shutdown", step
@@ -82,7 +83,7 @@ impl Shared {
         // 7. Deassign every stream: detach the driver, close the fd.
         for stream in &self.streams.drain() {
             let mut inner = stream.lock();
-            if let Some(fd) = inner.driver.as_ref().map(|d| d.fd()) {
+            if let Some(fd) = inner.driver.as_ref().map(|d| d.fd().as_raw_fd()) {
                 let _ = self.selector.deregister(fd);
             }
             if let Some(mut d) = inner.driver.take() {

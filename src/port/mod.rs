@@ -15,6 +15,7 @@ pub use stats::Stats;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -233,10 +234,7 @@ impl Port {
         // A driver refusing the fd (not a socket, the wrong kind) says `InvalidInput`, which
         // `from_io` keeps as bad input rather than an OS failure.
         driver.attach().map_err(|e| Error::from_io(&e, format!("assign {name} {token}")))?;
-        let fd = driver.fd();
-        if fd < 0 {
-            return Err(Error::invalid(format!("assign {name} {token}: the driver has no fd ({fd})")));
-        }
+        let fd = driver.fd().as_raw_fd();
         let key = self.shared.key();
         // The state is checked again after the insert: shutdown takes its snapshot of the
         // table after it set CLOSING, so a stream inserted before that is in the snapshot and
@@ -505,7 +503,7 @@ impl Port {
     /// for i in 0..3 {
     ///     let mut c = port.next_completion(None)?.expect("no timeout");
     ///     assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok));
-    ///     let conn = port.assign_boxed(c.take_accepted().expect("an accepted stream"), 100 + i)?;
+    ///     let conn = port.assign(c.take_accepted().expect("an accepted stream"), 100 + i)?;
     ///     # drop(conn);
     /// }
     /// # drop(clients);
@@ -671,7 +669,49 @@ impl Port {
     /// `InvalidInput` for an ISB of another port, `NotAssigned` if already deassigned.
     pub fn deassign(&self, isb: &Isb) -> Result<()> {
         let stream = self.own(isb, Op::Close)?;
-        self.shared.release(stream, false)
+        self.shared.release(stream, false).map(drop)
+    }
+
+    /// [`Port::deassign`], handing the stream's fd back open instead of closing it: the
+    /// pending I/O completes as `Cancelled`, the fd is removed from epoll (still in the mode
+    /// its driver left it, nonblocking for the built-in drivers), and it is the caller's.
+    ///
+    /// ```
+    /// use cport::{driver, Port};
+    /// use std::io::{Read, Write};
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(driver::UnixStream::new(ours), 1)?;
+    /// let fd = port.deassign_fd(&isb)?;
+    /// let mut back = std::os::unix::net::UnixStream::from(fd);
+    /// back.set_nonblocking(false)?;
+    /// peer.write_all(b"still open")?;
+    /// let mut got = [0; 10];
+    /// back.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"still open");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Port::deassign`]; `InvalidInput` for a driver that cannot hand its fd back
+    /// ([`Driver::into_fd`]: every built-in driver can): the stream is deassigned all the
+    /// same, and the fd closed with the driver.
+    pub fn deassign_fd(&self, isb: &Isb) -> Result<std::os::fd::OwnedFd> {
+        let stream = self.own(isb, Op::Close)?;
+        let Some(driver) = self.shared.release(stream, false)? else {
+            return Err(Error::new(
+                ErrorKind::NotAssigned,
+                format!("deassign_fd on stream {}: not assigned", isb.token()),
+            ));
+        };
+        let name = driver.name();
+        driver.into_fd().ok_or_else(|| {
+            Error::invalid(format!(
+                "deassign_fd on stream {}: a {name} cannot hand its fd back; the stream was deassigned and the fd closed",
+                isb.token()
+            ))
+        })
     }
 
     /// Shuts down the sending direction of a socket stream (`shutdown(SHUT_WR)`): the peer
@@ -694,7 +734,7 @@ impl Port {
                 format!("shutdown_write on {}: a write is in progress", stream.describe(&inner)),
             ));
         }
-        socket::shutdown_write(driver.fd())
+        socket::shutdown_write(driver.fd().as_raw_fd())
             .map_err(|e| Error::from_io(&e, format!("shutdown_write on {}", stream.describe(&inner))))
     }
 
@@ -708,7 +748,7 @@ impl Port {
     /// nothing is done; [`Port::deassign`] (or dropping the last handle) releases the stream.
     pub fn close(&self, isb: &Isb) -> Result<()> {
         let stream = self.own(isb, Op::Close)?;
-        self.shared.release(stream, true)
+        self.shared.release(stream, true).map(drop)
     }
 
     fn own<'a>(&self, isb: &'a Isb, op: Op) -> Result<&'a Arc<Stream>> {

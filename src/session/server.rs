@@ -581,7 +581,7 @@ impl Server {
         let Some(stream) = c.take_accepted() else { return };
         if self.shared.nodelay {
             // Best effort: a socket without the option still works, only slower.
-            let _ = crate::sys::socket::set_nodelay(stream.fd());
+            let _ = stream.set_nodelay(true);
         }
         if self.shared.state.load(Ordering::SeqCst) != RUNNING {
             return;
@@ -595,7 +595,7 @@ impl Server {
             }
             table.reserve()
         };
-        let isb = match self.shared.common.port.assign_boxed(stream, token) {
+        let isb = match self.shared.common.port.assign_boxed(stream.into_driver(), token) {
             Ok(isb) => isb,
             Err(_) => {
                 self.write_table().remove(token);

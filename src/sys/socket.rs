@@ -72,17 +72,13 @@ pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
 
 /// Bytes waiting in the socket's receive queue (`FIONREAD`). socket2 has no call for it, so
 /// this is the one ioctl left; it takes the fd number because the session layer has no more.
+#[cfg(any(feature = "session", test))]
 pub(crate) fn bytes_readable(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which points to a live c_int; a
     // bad fd is EBADF.
     syscall!(ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int))?;
     Ok(usize::try_from(n).unwrap_or(0))
-}
-
-/// Turns Nagle's algorithm off on a TCP socket (`TCP_NODELAY`).
-pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    with_fd(fd, |sock| sock.set_tcp_nodelay(true))
 }
 
 /// Takes and clears the socket's pending error (`SO_ERROR`).
@@ -213,9 +209,6 @@ mod tests {
         assert!(sock.nonblocking().unwrap());
         let mut buf = [0; 4];
         assert_eq!((&sock).read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
-        set_nodelay(sock.as_raw_fd()).unwrap();
-        assert!(sock.tcp_nodelay().unwrap());
-        assert_eq!(set_nodelay(-1).unwrap_err().raw_os_error(), Some(libc::EBADF));
     }
 
     #[test]

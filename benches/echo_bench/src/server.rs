@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use cport::{Completion, Driver, ErrorKind, Isb, Op, Port, Request, Status};
+use cport::{Completion, ErrorKind, Isb, Op, Port, Request, Status};
 
 use crate::sys;
 
@@ -254,8 +254,8 @@ fn handle(port: &Port, spares: &Spares, mut c: Completion) -> Option<Completion>
             }
             let stream = accepted?;
             // Errors are ignored: a closed peer is handled by the I/O path.
-            let _ = cport_testkit::set_nodelay(stream.fd());
-            match port.assign_boxed(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
+            let _ = stream.set_nodelay(true);
+            match port.assign_boxed(stream.into_driver(), NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
                 Ok(conn) => start(port, &conn, Request::read_some(vec![0; BUF])),
                 Err(e) => {
                     eprintln!("cport server: assign: {e}");
