@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("demo: {e}");
+            eprintln!("demo: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -166,7 +166,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     let start = Instant::now();
     for token in 0..args.conns {
         if let Err(e) = client_port.connect(addr, token as u64) {
-            eprintln!("demo: connection {token}: {e}");
+            eprintln!("demo: connection {token}: {e:#}");
             client.failures.fetch_add(1, Relaxed);
             client.open.fetch_sub(1, Relaxed);
         }
@@ -258,13 +258,13 @@ fn echo(port: &Port, mut c: Completion, next_id: &AtomicU64) {
                 Ok(conn) => {
                     start(port, &conn, Request::read_some(vec![0; SERVER_BUF]));
                 }
-                Err(e) => eprintln!("\ndemo server: {e}"),
+                Err(e) => eprintln!("\ndemo server: {e:#}"),
             }
             start(port, &isb, Request::accept());
         }
         (Op::Accept, _) => {
             if let Err(e) = c.result() {
-                eprintln!("\ndemo server: {e}");
+                eprintln!("\ndemo server: {e:#}");
             }
             start(port, &isb, Request::accept());
         }
@@ -289,7 +289,7 @@ fn start(port: &Port, isb: &Isb, req: Request) -> bool {
         Ok(()) => true,
         Err(e) => {
             if e.kind() != ErrorKind::PortClosed {
-                eprintln!("\ndemo: {e}");
+                eprintln!("\ndemo: {e:#}");
             }
             close(port, isb);
             false
@@ -299,7 +299,7 @@ fn start(port: &Port, isb: &Isb, req: Request) -> bool {
 
 fn close(port: &Port, isb: &Isb) {
     match port.close(isb) {
-        Err(e) if e.kind() != ErrorKind::NotAssigned => eprintln!("\ndemo: {e}"),
+        Err(e) if e.kind() != ErrorKind::NotAssigned => eprintln!("\ndemo: {e:#}"),
         _ => {}
     }
 }
@@ -377,7 +377,7 @@ impl Client {
             (op, status) => {
                 // Eof, Abandoned, Failed, TimedOut, or Cancelled by a shutdown.
                 match c.result() {
-                    Err(e) => eprintln!("\ndemo: connection {conn}: {op} ended {status:?}: {e}"),
+                    Err(e) => eprintln!("\ndemo: connection {conn}: {op} ended {status:?}: {e:#}"),
                     Ok(n) => eprintln!("\ndemo: connection {conn}: {op} ended {status:?} after {n} bytes"),
                 }
                 self.failures.fetch_add(1, Relaxed);

@@ -4,42 +4,141 @@
 //! cargo run --release --example echo_server -- [ADDR] [--threads N]
 //! ```
 //!
-//! ADDR defaults to 127.0.0.1:7878 (use port 0 for any free port). The first line on stdout is
-//! `listening <addr>`, with the address actually bound.
+//! ADDR defaults to 127.0.0.1:7878 (port 0: any free port). The first line on stdout is
+//! `listening <addr>`, with the address bound. Ctrl-C (or SIGTERM) stops it gracefully: the
+//! signal arrives as a read completion on a signalfd assigned to the same port, the listener
+//! closes, the port shuts down, every pending I/O comes back cancelled, and the handler threads
+//! end once they have taken the last completion.
 //!
-//! As many handler threads as CPUs loop on [`Port::next_completion`] and decide what to start
-//! next; by default they also do the socket I/O (the port has no workers: the fastest
-//! configuration). `--threads N` runs N handler threads and gives the port N dedicated workers
-//! too, for handlers that would be slow. Each completion carries the ISB of its stream, so the
-//! handlers keep no table of connections:
-//!
-//! - accept done: assign the new stream (token = a fresh connection id), start a read of up to
-//!   16 KiB on it, and start the next accept. A failed accept (EMFILE, say) is reported and the
-//!   accept started again; the port backs off by itself.
-//! - read done with data: write back exactly the bytes that arrived.
-//! - write done: reuse its buffer for the next read.
-//! - end of stream, peer reset, error or cancel: close the stream. Its `Close` completion,
-//!   the last one of the stream, needs nothing.
-//!
-//! A connection has a single I/O in flight at a time, so its bytes come back in order.
+//! N handler threads (default: one per CPU) loop on [`Port::next_completion`]; they also do
+//! the socket I/O (the port has no workers: the fastest configuration). Each completion carries
+//! the ISB of its stream, so the handlers keep no table of connections; one accept series keeps
+//! the listener accepting; each connection has one I/O in flight, so its bytes come back in
+//! order.
 
 use std::error::Error;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread;
 
-use cport::{Completion, ErrorKind, Isb, Op, Port, Request, Status};
+use cport::{driver, Completion, Isb, Op, Port, Status};
 
-const BUF_SIZE: usize = 16 * 1024;
+const BUF: usize = 16 * 1024;
+/// Tokens: the listener, the signals, then the connections.
+const LISTENER: u64 = 0;
+const SIGNALS: u64 = 1;
+static NEXT_ID: AtomicU64 = AtomicU64::new(2);
 const USAGE: &str = "usage: echo_server [ADDR] [--threads N]   (ADDR defaults to 127.0.0.1:7878)";
 
-/// Connection ids: the listener is token 0, connections count up from 1.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+fn serve(addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
+    let stop = stop_signals()?; // before any thread starts: they all inherit the blocked mask
+    let port = Port::new()?;
+    let listener = port.listen(addr, LISTENER)?;
+    port.accept_many(&listener, usize::MAX)?;
+    let signals = port.assign(driver::Fd::new(stop), SIGNALS)?;
+    port.read(&signals, vec![0; SIGINFO], SIGINFO..=SIGINFO)?;
+    println!("listening {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+
+    let handlers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (port, listener) = (port.clone(), listener.clone());
+            thread::spawn(move || {
+                // `PortClosed` after the shutdown and the last completion ends the loop.
+                while let Ok(next) = port.next_completion(None) {
+                    if let Some(c) = next {
+                        handle(&port, &listener, c);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handlers {
+        let _ = h.join();
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// What one finished operation leads to.
+fn handle(port: &Port, listener: &Isb, mut c: Completion) {
+    let Some(isb) = c.isb().cloned() else { return };
+    match (c.token(), c.op(), c.status()) {
+        (SIGNALS, Op::Read, Status::Ok) => {
+            eprintln!("echo_server: stopping");
+            let _ = port.close(listener);
+            port.shutdown();
+        }
+        (LISTENER, Op::Accept, Status::Ok) => {
+            let Some(conn) = c.take_accepted() else { return };
+            let _ = conn.set_nodelay(true);
+            let started = port.assign(conn, NEXT_ID.fetch_add(1, Relaxed)).map(|conn| {
+                if port.read(&conn, vec![0; BUF], 1..=BUF).is_err() {
+                    let _ = port.close(&conn);
+                }
+            });
+            if let Err(e) = started {
+                eprintln!("echo_server: {e:#}");
+            }
+        }
+        (LISTENER, Op::Accept, _) => report(c.result().err()), // EMFILE: the port rests the listener
+        (_, Op::Read, Status::Ok) => {
+            if let Err(e) = port.write(&isb, c.into_data()) {
+                report(Some(e.error().clone()));
+                let _ = port.close(&isb);
+            }
+        }
+        (_, Op::Write, Status::Ok) => {
+            let mut buf = c.take_buffer().unwrap_or_default();
+            buf.resize(BUF, 0);
+            if port.read(&isb, buf, 1..=BUF).is_err() {
+                let _ = port.close(&isb);
+            }
+        }
+        (_, Op::Read | Op::Write, _) => {
+            let _ = port.close(&isb); // end of stream, reset, error, or cancelled at shutdown
+        }
+        _ => {} // Close completions, and the series' end at shutdown
+    }
+}
+
+fn report(e: Option<cport::Error>) {
+    if let Some(e) = e.filter(|e| !matches!(e.kind(), cport::ErrorKind::PortClosed | cport::ErrorKind::Cancelled)) {
+        eprintln!("echo_server: {e:#}");
+    }
+}
+
+/// The size of one signalfd record.
+const SIGINFO: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+
+/// SIGINT and SIGTERM as a nonblocking signalfd: blocked in this thread (and so in every thread
+/// it starts), they wait there to be read instead of killing the process.
+fn stop_signals() -> std::io::Result<OwnedFd> {
+    // SAFETY: `set` is plain data that `sigemptyset` initialises before any other use; the
+    // calls get valid pointers to it, and a null old-mask pointer, which they allow.
+    let fd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let err = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if err != 0 {
+            return Err(std::io::Error::from_raw_os_error(err));
+        }
+        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `signalfd` just returned this fd, open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 fn main() -> ExitCode {
-    let (addr, threads, workers) = match parse_args(std::env::args().skip(1)) {
+    let (addr, threads) = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
@@ -50,27 +149,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(addr, threads, workers) {
+    match serve(addr, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("echo_server: {e}");
+            eprintln!("echo_server: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// The address, the handler count and the worker count; `None` for `--help`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<(SocketAddr, usize, usize)>, String> {
+/// The address and the handler count; `None` for `--help`.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<(SocketAddr, usize)>, String> {
     let mut addr = None;
-    let mut handlers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut workers = 0;
+    let mut threads = thread::available_parallelism().map_or(1, |n| n.get());
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(None);
         } else if arg == "--threads" {
             let n = args.next().ok_or("--threads needs a value")?;
-            handlers = n.parse().ok().filter(|&n| n > 0).ok_or(format!("bad thread count {n:?}"))?;
-            workers = handlers;
+            threads = n.parse().ok().filter(|&n| n > 0).ok_or(format!("bad thread count {n:?}"))?;
         } else if arg.starts_with('-') || addr.is_some() {
             return Err(format!("unexpected argument {arg:?}"));
         } else {
@@ -78,82 +175,5 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<(SocketAd
             addr = Some(found.ok_or(format!("bad address {arg:?}"))?);
         }
     }
-    Ok(Some((addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))), handlers, workers)))
-}
-
-fn serve(addr: SocketAddr, threads: usize, workers: usize) -> Result<(), Box<dyn Error>> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    let port = Port::builder().threads(workers).build()?;
-    let lis = port.assign(cport::driver::TcpListener::new(listener), 0)?;
-    port.accept(&lis)?;
-    println!("listening {local}");
-    std::io::stdout().flush()?;
-
-    let handlers: Vec<_> = (0..threads)
-        .map(|_| {
-            let port = port.clone();
-            thread::spawn(move || loop {
-                match port.next_completion(None) {
-                    Ok(Some(c)) => handle(&port, c),
-                    Ok(None) => continue, // woken by Port::wakeup
-                    Err(_) => break,      // the port was shut down
-                }
-            })
-        })
-        .collect();
-    for h in handlers {
-        let _ = h.join();
-    }
-    Ok(())
-}
-
-/// Decides what one finished operation leads to.
-fn handle(port: &Port, mut c: Completion) {
-    let Some(isb) = c.isb().cloned() else { return }; // a post: we make none
-    match (c.op(), c.status()) {
-        (Op::Accept, Status::Cancelled) => {} // the port is shutting down
-        (Op::Accept, Status::Ok) => {
-            let stream = c.take_accepted().expect("a successful accept carries its stream");
-            match port.assign(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
-                Ok(conn) => start(port, &conn, Request::read_some(vec![0; BUF_SIZE])),
-                Err(e) => eprintln!("echo_server: {e}"), // dropping the stream closed it
-            }
-            start(port, &isb, Request::accept());
-        }
-        (Op::Accept, _) => {
-            if let Err(e) = c.result() {
-                eprintln!("echo_server: {e}");
-            }
-            start(port, &isb, Request::accept());
-        }
-        (Op::Read, Status::Ok) if c.bytes() > 0 => {
-            let mut buf = c.take_buffer().expect("a read gives its buffer back");
-            buf.truncate(c.bytes());
-            start(port, &isb, Request::write(buf));
-        }
-        (Op::Write, Status::Ok) => {
-            let mut buf = c.take_buffer().expect("a write gives its buffer back");
-            buf.resize(BUF_SIZE, 0);
-            start(port, &isb, Request::read_some(buf));
-        }
-        (Op::Close, _) => {}
-        _ => close(port, &isb), // Eof, Abandoned, Failed, Cancelled, TimedOut
-    }
-}
-
-fn start(port: &Port, isb: &Isb, req: Request) {
-    if let Err(e) = port.start_io(isb, req) {
-        if e.kind() != ErrorKind::PortClosed {
-            eprintln!("echo_server: {e}");
-        }
-        close(port, isb);
-    }
-}
-
-fn close(port: &Port, isb: &Isb) {
-    match port.close(isb) {
-        Err(e) if e.kind() != ErrorKind::NotAssigned => eprintln!("echo_server: {e}"),
-        _ => {}
-    }
+    Ok(Some((addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))), threads)))
 }

@@ -365,7 +365,7 @@ fn per(total: i64, n: usize) -> f64 {
 fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     // The soft fd limit raised to the hard one.
     let lim = cport_testkit::raise_nofile(libc::RLIM_INFINITY).or_else(|e| {
-        eprintln!("raising RLIMIT_NOFILE to the hard limit: {e}");
+        eprintln!("raising RLIMIT_NOFILE to the hard limit: {e:#}");
         cport_testkit::nofile()
     });
     let (limit, hard) = lim.map_or((1024, 1024), |l| (l.soft, l.hard));
@@ -451,14 +451,14 @@ fn main() -> ExitCode {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             return ExitCode::from(2);
         }
     };
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("scale_bench: {e}");
+            eprintln!("scale_bench: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -47,10 +47,27 @@ pub enum ErrorKind {
 /// [`source`](std::error::Error::source) returns it, [`raw_os_error`](Error::raw_os_error) is
 /// its `errno`, and converting back into an `io::Error` gives it back (see the `From<Error>`
 /// impl of `io::Error` for the whole mapping). It is kept in an `Arc`, so `Error` stays `Clone`.
+///
+/// `Display` shows the message without the source's text when there is a source, so that a
+/// report that prints the chain of sources says each thing once; the alternate form (`{:#}`)
+/// and [`Error::message`] give the whole line, source included:
+///
+/// ```
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let addr = taken.local_addr()?;
+/// let e = cport::Port::new()?.listen(addr, 1).unwrap_err();
+/// assert_eq!(e.to_string(), format!("cport: listen on {addr}"));
+/// let why = std::error::Error::source(&e).expect("the OS error").to_string();
+/// assert!(why.contains("Address already in use"), "{why}");
+/// assert_eq!(format!("{e:#}"), format!("cport: listen on {addr}: {why}"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Error {
     kind: ErrorKind,
     message: Cow<'static, str>,
+    /// How much of `message` is this error's own (the rest is its source's text).
+    own: usize,
     /// std's `Arc` even under loom (not `crate::sync`'s): it shares an immutable value and
     /// orders nothing, and errors outlive the loom models that make them.
     io: Option<std::sync::Arc<io::Error>>,
@@ -59,7 +76,8 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Error {
-        Error { kind, message: message.into(), io: None }
+        let message = message.into();
+        Error { kind, own: message.len(), message, io: None }
     }
 
     /// An error from an `io::Error`, with `context` saying what was being done.
@@ -78,7 +96,9 @@ impl Error {
             None if err.get_ref().is_none() => io::Error::from(err.kind()),
             None => io::Error::new(err.kind(), err.to_string()),
         };
-        Error { kind: kind_of(err), message: format!("{context}: {err}").into(), io: Some(copy.into()) }
+        let context = context.to_string();
+        let own = context.len();
+        Error { kind: kind_of(err), message: format!("{context}: {err}").into(), own, io: Some(copy.into()) }
     }
 
     /// What went wrong.
@@ -91,7 +111,8 @@ impl Error {
         self.io.as_ref().and_then(|e| e.raw_os_error())
     }
 
-    /// The message, without the `cport:` prefix that `Display` adds.
+    /// The whole message, the source's text included, without the `cport:` prefix that
+    /// `Display` adds.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -133,7 +154,13 @@ impl Eq for Error {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cport: {}", self.message)
+        match &self.io {
+            _ if f.alternate() => write!(f, "cport: {}", self.message),
+            // The source says the rest.
+            Some(_) if self.own == 0 => f.write_str("cport: I/O error"),
+            Some(_) => write!(f, "cport: {}", &self.message[..self.own]),
+            None => write!(f, "cport: {}", self.message),
+        }
     }
 }
 
@@ -148,7 +175,7 @@ impl std::error::Error for Error {
 /// `err`'s.
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Error {
-        Error { kind: kind_of(&err), message: err.to_string().into(), io: Some(err.into()) }
+        Error { kind: kind_of(&err), message: err.to_string().into(), own: 0, io: Some(err.into()) }
     }
 }
 
@@ -166,20 +193,20 @@ impl From<io::Error> for Error {
 /// | `TimedOut` | `TimedOut` |
 /// | `Cancelled` | `Other` |
 /// | `Abandoned` | `ConnectionReset` |
-/// | `LimitExceeded` | `OutOfMemory` |
+/// | `LimitExceeded` | `QuotaExceeded` |
 /// | `Os(k)` | `k` |
 ///
 /// A cancel is `Other`, never `Interrupted`: retry loops take `Interrupted` to mean "make the
 /// same call again", and a cancelled I/O was ended on purpose.
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let Error { kind, message, io } = e;
+        let Error { kind, message, own, io } = e;
         if let Some(io) = io {
             return match std::sync::Arc::try_unwrap(io) {
                 Ok(original) => original,
                 Err(shared) => match shared.raw_os_error() {
                     Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(shared.kind(), Error { kind, message, io: Some(shared) }),
+                    None => io::Error::new(shared.kind(), Error { kind, message, own, io: Some(shared) }),
                 },
             };
         }
@@ -191,10 +218,10 @@ impl From<Error> for io::Error {
             ErrorKind::TimedOut => io::ErrorKind::TimedOut,
             ErrorKind::Cancelled => io::ErrorKind::Other,
             ErrorKind::Abandoned => io::ErrorKind::ConnectionReset,
-            ErrorKind::LimitExceeded => io::ErrorKind::OutOfMemory,
+            ErrorKind::LimitExceeded => io::ErrorKind::QuotaExceeded,
             ErrorKind::Os(k) => k,
         };
-        io::Error::new(io_kind, Error { kind, message, io: None })
+        io::Error::new(io_kind, Error { kind, message, own, io: None })
     }
 }
 
@@ -259,7 +286,11 @@ mod tests {
         let e = Error::from_io(&io::Error::from_raw_os_error(libc::ECONNRESET), "read on stream 3");
         assert_eq!(e.kind(), ErrorKind::Abandoned);
         assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
-        assert!(e.to_string().starts_with("cport: read on stream 3: "));
+        // Display says what failed; the source says why (each once in a chain of sources).
+        assert_eq!(e.to_string(), "cport: read on stream 3");
+        assert!(e.message().starts_with("read on stream 3: "), "the message has both: {e:?}");
+        let why = std::error::Error::source(&e).expect("a source").to_string();
+        assert!(e.message().ends_with(&why) && !e.to_string().contains(&why));
         let e = Error::from_io(&io::Error::from_raw_os_error(libc::ECONNREFUSED), "connect");
         assert_eq!(e.kind(), ErrorKind::Os(io::ErrorKind::ConnectionRefused));
         let back: io::Error = e.into();
@@ -351,7 +382,7 @@ mod tests {
             (ErrorKind::PortClosed, io::ErrorKind::NotConnected),
             (ErrorKind::TimedOut, io::ErrorKind::TimedOut),
             (ErrorKind::Abandoned, io::ErrorKind::ConnectionReset),
-            (ErrorKind::LimitExceeded, io::ErrorKind::OutOfMemory),
+            (ErrorKind::LimitExceeded, io::ErrorKind::QuotaExceeded),
             (ErrorKind::Os(io::ErrorKind::AddrInUse), io::ErrorKind::AddrInUse),
         ] {
             assert_eq!(io::Error::from(Error::new(kind, "x")).kind(), io_kind, "{kind:?}");

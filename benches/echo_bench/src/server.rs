@@ -244,11 +244,11 @@ fn handle(port: &Port, spares: &Spares, mut c: Completion) -> Option<Completion>
             // The listener's next accept goes through the queue: its completion is for
             // whichever thread is free, and it must not nest inside this one.
             if let Err(e) = port.start_io(lis, Request::accept()) {
-                eprintln!("cport server: accept: {e}");
+                eprintln!("cport server: accept: {e:#}");
             }
             if status != Status::Ok {
                 if let Err(e) = c.result() {
-                    eprintln!("cport server: accept: {e}");
+                    eprintln!("cport server: accept: {e:#}");
                 }
                 return None;
             }
@@ -258,7 +258,7 @@ fn handle(port: &Port, spares: &Spares, mut c: Completion) -> Option<Completion>
             match port.assign_boxed(stream.into_driver(), NEXT_ID.fetch_add(1, Ordering::Relaxed)) {
                 Ok(conn) => start(port, &conn, Request::read_some(vec![0; BUF])),
                 Err(e) => {
-                    eprintln!("cport server: assign: {e}");
+                    eprintln!("cport server: assign: {e:#}");
                     None
                 }
             }
@@ -285,7 +285,7 @@ fn start(port: &Port, isb: &Isb, req: Request) -> Option<Completion> {
         Ok(done) => done,
         Err(e) => {
             if e.kind() != ErrorKind::PortClosed {
-                eprintln!("cport server: {e}");
+                eprintln!("cport server: {e:#}");
             }
             close(port, isb);
             None
@@ -296,7 +296,7 @@ fn start(port: &Port, isb: &Isb, req: Request) -> Option<Completion> {
 fn close(port: &Port, isb: &Isb) {
     if let Err(e) = port.close(isb) {
         if e.kind() != ErrorKind::NotAssigned {
-            eprintln!("cport server: {e}");
+            eprintln!("cport server: {e:#}");
         }
     }
 }
@@ -330,7 +330,7 @@ fn serve_tokio(listener: TcpListener, addr: SocketAddr) -> Result<(), String> {
                     });
                 }
                 Err(e) => {
-                    eprintln!("tokio server: accept: {e}");
+                    eprintln!("tokio server: accept: {e:#}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -466,7 +466,7 @@ fn serve_epoll(listener: TcpListener, addr: SocketAddr) -> Result<(), String> {
                             Some(libc::EAGAIN) => break,
                             Some(libc::EINTR | libc::ECONNABORTED) => continue,
                             _ => {
-                                eprintln!("epoll server: accept: {e}");
+                                eprintln!("epoll server: accept: {e:#}");
                                 break;
                             }
                         }
@@ -478,7 +478,7 @@ fn serve_epoll(listener: TcpListener, addr: SocketAddr) -> Result<(), String> {
                     }
                     conns[i] = Some(EConn { buf: vec![0; BUF].into_boxed_slice(), off: 0, len: 0 });
                     if let Err(e) = epoll_add(ep, fd, conn_bits, fd as u64) {
-                        eprintln!("epoll server: {e}");
+                        eprintln!("epoll server: {e:#}");
                         conns[i] = None;
                         // SAFETY: `fd` is ours, from accept4.
                         unsafe { libc::close(fd) };
@@ -519,11 +519,11 @@ fn serve_threads(listener: TcpListener, addr: SocketAddr) -> Result<(), String> 
                     }
                 });
                 if let Err(e) = spawned {
-                    eprintln!("threads server: spawn: {e}");
+                    eprintln!("threads server: spawn: {e:#}");
                 }
             }
             Err(e) => {
-                eprintln!("threads server: accept: {e}");
+                eprintln!("threads server: accept: {e:#}");
                 thread::sleep(Duration::from_millis(10));
             }
         }
