@@ -16,5 +16,9 @@ if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null;
 fi
 
 cargo test --workspace
+# The C API: its header checked against the Rust side, then the library, the C example and
+# the C tests built and run.
+cargo test -q -p cport --features ffi --lib ffi::
+examples/c/build.sh
 tests/check-storm-plant.sh
 loom-tests/run.sh

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::buf::Buf;
 use crate::driver::{Accepted, Driver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::isb::Isb;
@@ -41,7 +42,7 @@ pub struct Completion {
     pub(crate) op: Op,
     pub(crate) status: Status,
     pub(crate) bytes: usize,
-    pub(crate) buf: Option<Vec<u8>>,
+    pub(crate) buf: Option<Buf>,
     pub(crate) value: u64,
     /// What only some completions carry, boxed so that the common ones stay small to move
     /// through the queue.
@@ -51,7 +52,7 @@ pub struct Completion {
 /// The rarer parts of a completion.
 #[derive(Default)]
 pub(crate) struct Extra {
-    pub(crate) bufs: Vec<Vec<u8>>,
+    pub(crate) bufs: Vec<Buf>,
     pub(crate) accepted: Option<Box<dyn Driver>>,
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) error: Option<Error>,
@@ -154,9 +155,13 @@ impl Completion {
     /// vectored I/O the buffers' transferred bytes, joined). Empty for operations without a
     /// buffer.
     pub fn into_data(mut self) -> Vec<u8> {
-        if let Some(mut b) = self.buf.take() {
-            b.truncate(self.bytes);
-            return b;
+        match self.buf.take() {
+            Some(Buf::Owned(mut b)) => {
+                b.truncate(self.bytes);
+                return b;
+            }
+            Some(b) => return b[..self.bytes.min(b.len())].to_vec(),
+            None => {}
         }
         let mut left = self.bytes;
         let mut out = Vec::with_capacity(left);
@@ -171,12 +176,13 @@ impl Completion {
     /// Takes the whole buffer back out, to reuse it (its length is unchanged: only the first
     /// [`bytes`](Completion::bytes) are new).
     pub fn take_buffer(&mut self) -> Option<Vec<u8>> {
-        self.buf.take()
+        self.buf.take().and_then(Buf::into_vec)
     }
 
     /// Takes the buffers of a vectored read or write back out.
     pub fn take_buffers(&mut self) -> Vec<Vec<u8>> {
-        self.extra.as_mut().map(|x| std::mem::take(&mut x.bufs)).unwrap_or_default()
+        let bufs = self.extra.as_mut().map(|x| std::mem::take(&mut x.bufs)).unwrap_or_default();
+        bufs.into_iter().filter_map(Buf::into_vec).collect()
     }
 
     /// Takes the connection an accept produced, ready for

@@ -15,6 +15,7 @@ use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, RawFd};
 
+use crate::buf::Buf;
 use crate::completion::{Completion, Status};
 use crate::driver::Driver;
 use crate::error::Error;
@@ -53,6 +54,12 @@ impl Isb {
     /// The token given at assign.
     pub fn token(&self) -> u64 {
         self.stream.user_token
+    }
+
+    /// The stream's slot and generation, as the port's table knows it (the C API's handle).
+    #[cfg(feature = "ffi")]
+    pub(crate) fn key(&self) -> u64 {
+        self.stream.token.to_u64()
     }
 
     /// Whether the stream is still assigned (not deassigned, closed or torn down).
@@ -262,7 +269,7 @@ impl Inner {
                 (Step::Pending, _) => true,
                 (Step::Done(Status::Ok, _), Kind::Read { max, .. }) => p.done < *max,
                 (Step::Done(Status::Ok, _), Kind::ReadVectored { bufs, .. }) => {
-                    p.done < bufs.iter().map(Vec::len).sum()
+                    p.done < bufs.iter().map(|b| b.len()).sum()
                 }
                 _ => false,
             };
@@ -305,12 +312,12 @@ fn transfer(driver: &mut dyn Driver, kind: &mut Kind, done: usize) -> Option<(io
     Some(match kind {
         Kind::Read { buf, min, max } => (driver.read(&mut buf[done..*max]), *max - done, *min, true),
         Kind::ReadVectored { bufs, min } => {
-            let asked = bufs.iter().map(Vec::len).sum::<usize>() - done;
+            let asked = bufs.iter().map(|b| b.len()).sum::<usize>() - done;
             (driver.read_vectored(&mut slices_mut(bufs, done)), asked, *min, true)
         }
         Kind::Write { buf } => (driver.write(&buf[done..]), buf.len() - done, buf.len(), false),
         Kind::WriteVectored { bufs } => {
-            let total: usize = bufs.iter().map(Vec::len).sum();
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
             (driver.write_vectored(&slices(bufs, done)), total - done, total, false)
         }
         _ => return None,
@@ -383,7 +390,7 @@ fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
 }
 
 /// The unfilled parts of `bufs`, skipping the first `skip` bytes.
-fn slices_mut(bufs: &mut [Vec<u8>], mut skip: usize) -> Vec<IoSliceMut<'_>> {
+fn slices_mut(bufs: &mut [Buf], mut skip: usize) -> Vec<IoSliceMut<'_>> {
     let mut out = Vec::with_capacity(bufs.len());
     for b in bufs.iter_mut() {
         if skip >= b.len() {
@@ -397,7 +404,7 @@ fn slices_mut(bufs: &mut [Vec<u8>], mut skip: usize) -> Vec<IoSliceMut<'_>> {
 }
 
 /// The unsent parts of `bufs`, skipping the first `skip` bytes.
-fn slices(bufs: &[Vec<u8>], mut skip: usize) -> Vec<IoSlice<'_>> {
+fn slices(bufs: &[Buf], mut skip: usize) -> Vec<IoSlice<'_>> {
     let mut out = Vec::with_capacity(bufs.len());
     for b in bufs {
         if skip >= b.len() {
@@ -439,7 +446,7 @@ mod tests {
 
     #[test]
     fn slices_skip_across_buffers() {
-        let bufs = vec![vec![1u8; 3], vec![2u8; 2], vec![3u8; 4]];
+        let bufs: Vec<Buf> = vec![vec![1u8; 3].into(), vec![2u8; 2].into(), vec![3u8; 4].into()];
         let s = slices(&bufs, 4);
         assert_eq!(s.len(), 2);
         assert_eq!(&*s[0], &[2u8][..]);

@@ -87,9 +87,12 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("cport runs on Linux only: it is built on epoll, eventfd and timerfd");
 
+mod buf;
 mod completion;
 pub mod driver;
 mod error;
+#[cfg(feature = "ffi")]
+mod ffi;
 mod isb;
 pub mod net;
 mod port;

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use crate::buf::Buf;
+
 /// The operation a request or completion is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -101,26 +103,26 @@ pub(crate) struct Extra {
 /// The operation and its buffers.
 pub(crate) enum Kind {
     Read {
-        buf: Vec<u8>,
+        buf: Buf,
         min: usize,
         max: usize,
     },
     ReadVectored {
-        bufs: Vec<Vec<u8>>,
+        bufs: Vec<Buf>,
         min: usize,
     },
     Write {
-        buf: Vec<u8>,
+        buf: Buf,
     },
     WriteVectored {
-        bufs: Vec<Vec<u8>>,
+        bufs: Vec<Buf>,
     },
     Accept,
     RecvFrom {
-        buf: Vec<u8>,
+        buf: Buf,
     },
     SendTo {
-        buf: Vec<u8>,
+        buf: Buf,
         addr: SocketAddr,
     },
     /// Internal: the write side of a stream opened by `Port::connect`.
@@ -128,7 +130,7 @@ pub(crate) enum Kind {
 }
 
 impl Request {
-    fn new(kind: Kind) -> Request {
+    pub(crate) fn new(kind: Kind) -> Request {
         Request { kind, extra: None }
     }
 
@@ -146,7 +148,7 @@ impl Request {
     /// arrived. `max` must be at most `buf.len()` and not zero, and `min <= max`.
     pub fn read(buf: Vec<u8>, range: RangeInclusive<usize>) -> Request {
         let (min, max) = range.into_inner();
-        Request::new(Kind::Read { buf, min, max })
+        Request::new(Kind::Read { buf: buf.into(), min, max })
     }
 
     /// Read whatever is there, at least one byte and at most `buf.len()`.
@@ -163,17 +165,17 @@ impl Request {
 
     /// Read into several buffers in order, completing once at least `min` bytes arrived.
     pub fn read_vectored(bufs: Vec<Vec<u8>>, min: usize) -> Request {
-        Request::new(Kind::ReadVectored { bufs, min })
+        Request::new(Kind::ReadVectored { bufs: bufs.into_iter().map(Buf::from).collect(), min })
     }
 
     /// Write every byte of `buf`; partial sends resume inside the port.
     pub fn write(buf: Vec<u8>) -> Request {
-        Request::new(Kind::Write { buf })
+        Request::new(Kind::Write { buf: buf.into() })
     }
 
     /// Write every byte of every buffer, in order.
     pub fn write_vectored(bufs: Vec<Vec<u8>>) -> Request {
-        Request::new(Kind::WriteVectored { bufs })
+        Request::new(Kind::WriteVectored { bufs: bufs.into_iter().map(Buf::from).collect() })
     }
 
     /// Accept one connection; the completion carries the new stream
@@ -184,12 +186,12 @@ impl Request {
 
     /// Receive one datagram into `buf` (a longer datagram is truncated).
     pub fn recv_from(buf: Vec<u8>) -> Request {
-        Request::new(Kind::RecvFrom { buf })
+        Request::new(Kind::RecvFrom { buf: buf.into() })
     }
 
     /// Send `buf` as one datagram to `addr`.
     pub fn send_to(buf: Vec<u8>, addr: SocketAddr) -> Request {
-        Request::new(Kind::SendTo { buf, addr })
+        Request::new(Kind::SendTo { buf: buf.into(), addr })
     }
 
     /// Calls `f` with the bytes transferred so far whenever a read or write made partial
@@ -241,7 +243,7 @@ impl Request {
     pub fn into_buffer(self) -> Option<Vec<u8>> {
         match self.kind {
             Kind::Read { buf, .. } | Kind::Write { buf } | Kind::RecvFrom { buf } | Kind::SendTo { buf, .. } => {
-                Some(buf)
+                buf.into_vec()
             }
             _ => None,
         }
@@ -250,7 +252,9 @@ impl Request {
     /// The buffers of a vectored read or write (empty for other operations).
     pub fn into_buffers(self) -> Vec<Vec<u8>> {
         match self.kind {
-            Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => bufs,
+            Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => {
+                bufs.into_iter().filter_map(Buf::into_vec).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -270,7 +274,7 @@ impl Request {
                 }
             }
             Kind::ReadVectored { bufs, min } => {
-                let total: usize = bufs.iter().map(Vec::len).sum();
+                let total: usize = bufs.iter().map(|b| b.len()).sum();
                 if total == 0 {
                     Err("vectored read into no bytes of buffer".into())
                 } else if *min > total {
@@ -280,7 +284,9 @@ impl Request {
                 }
             }
             Kind::Write { buf } if buf.is_empty() => Err("write of an empty buffer".into()),
-            Kind::WriteVectored { bufs } if bufs.iter().all(Vec::is_empty) => Err("vectored write of no bytes".into()),
+            Kind::WriteVectored { bufs } if bufs.iter().all(|b| b.is_empty()) => {
+                Err("vectored write of no bytes".into())
+            }
             Kind::RecvFrom { buf } if buf.is_empty() => Err("recv_from into an empty buffer".into()),
             _ => Ok(()),
         }

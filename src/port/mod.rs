@@ -875,6 +875,13 @@ impl Port {
         self.shared.shutdown();
     }
 
+    /// The stream whose token (`Token::to_u64`) is `token`, if it is assigned to this port.
+    #[cfg(feature = "ffi")]
+    pub(crate) fn isb_of(&self, token: u64) -> Option<Isb> {
+        let stream = self.shared.streams.get(crate::token::Token::from_u64(token)?)?;
+        Some(Isb { stream })
+    }
+
     /// The stand-in kernel of this port, for the loom models.
     #[cfg(loom)]
     pub fn kernel(&self) -> crate::model::Kernel {

@@ -1,0 +1,114 @@
+/*
+ * A TCP echo server in C on cport: every byte a client sends comes back.
+ *
+ *     examples/c/build.sh && target/c/echo_server [ADDR] [THREADS]
+ *
+ * ADDR defaults to 127.0.0.1:7878 (port 0: any free port). The first line on stdout is
+ * "listening <addr>", with the address bound. It serves until killed.
+ *
+ * THREADS threads (default 2) wait in cport_next_completion and do the I/O themselves. Each
+ * connection is one heap block: its buffer, lent to the port while an I/O runs, and the user
+ * pointer of its stream, so a completion leads straight to its connection. The block is freed
+ * on the connection's Close completion, the stream's last.
+ */
+#include <cport.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define BUF_SIZE 16384
+
+struct conn {
+    cport_isb isb;
+    char buf[BUF_SIZE];
+};
+
+static cport_port *port;
+/* The listener's user pointer: what tells its completions from the connections'. */
+static char listener_tag;
+
+static void fail(const char *what, int err) {
+    fprintf(stderr, "echo_server: %s: %s (%s)\n", what, cport_strerror(err), cport_last_error());
+}
+
+static void handle(const cport_completion *c) {
+    if (c->user == &listener_tag) {
+        if (c->op != CPORT_OP_ACCEPT || c->status != CPORT_STATUS_OK)
+            return; /* a failed accept (EMFILE, ...): the series goes on after a rest */
+        struct conn *conn = malloc(sizeof *conn);
+        int err = conn ? cport_assign_fd(port, c->accepted_fd, conn, &conn->isb) : CPORT_EOS;
+        if (err != CPORT_OK) {
+            fail("assign", err); /* the port took the fd and closed it */
+            free(conn);
+            return;
+        }
+        if ((err = cport_read(port, conn->isb, conn->buf, 1, BUF_SIZE)) != CPORT_OK)
+            cport_close(port, conn->isb);
+        return;
+    }
+    struct conn *conn = c->user;
+    int err = CPORT_EOS;
+    switch (c->op) {
+    case CPORT_OP_CLOSE:
+        free(conn); /* the stream's last completion: the port no longer has its buffer */
+        return;
+    case CPORT_OP_READ:
+        if (c->status == CPORT_STATUS_OK)
+            err = cport_write(port, conn->isb, conn->buf, c->bytes);
+        break;
+    case CPORT_OP_WRITE:
+        if (c->status == CPORT_STATUS_OK)
+            err = cport_read(port, conn->isb, conn->buf, 1, BUF_SIZE);
+        break;
+    }
+    if (err != CPORT_OK)
+        cport_close(port, conn->isb); /* end of stream, reset, error */
+}
+
+static void *serve(void *arg) {
+    (void)arg;
+    cport_completion c;
+    for (;;) {
+        int err = cport_next_completion(port, -1, &c);
+        if (err == CPORT_OK)
+            handle(&c);
+        else if (err != CPORT_EWOKEN)
+            return NULL; /* CPORT_ECLOSED */
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *addr = argc > 1 ? argv[1] : "127.0.0.1:7878";
+    int threads = argc > 2 ? atoi(argv[2]) : 2;
+    if (threads < 1 || threads > 256) {
+        fprintf(stderr, "usage: echo_server [ADDR] [THREADS]\n");
+        return 2;
+    }
+    port = cport_create_port(NULL);
+    if (!port) {
+        fprintf(stderr, "echo_server: %s\n", cport_last_error());
+        return 1;
+    }
+    cport_isb listener;
+    char local[64];
+    int err = cport_listen(port, addr, &listener_tag, &listener);
+    if (err == CPORT_OK)
+        err = cport_local_addr(port, listener, local, sizeof local);
+    if (err == CPORT_OK)
+        err = cport_accept(port, listener, SIZE_MAX);
+    if (err != CPORT_OK) {
+        fail(addr, err);
+        return 1;
+    }
+    printf("listening %s\n", local);
+    fflush(stdout);
+
+    pthread_t tids[256];
+    for (int i = 0; i < threads; i++)
+        pthread_create(&tids[i], NULL, serve, NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(tids[i], NULL);
+    cport_port_dec_ref(port);
+    return 0;
+}
