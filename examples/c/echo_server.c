@@ -6,7 +6,9 @@
  * ADDR defaults to 127.0.0.1:7878 (port 0: any free port). The first line on stdout is
  * "listening <addr>", with the address bound. It serves until killed.
  *
- * THREADS threads (default 2) wait in cport_next_completion and do the I/O themselves. Each
+ * THREADS threads (default 2) wait in cport_next_completion and do the I/O themselves; an
+ * I/O that finishes at once (the echo's write, mostly) is handled by the thread that started
+ * it (cport_write_inline), without a queue trip. Each
  * connection is one heap block: its buffer, lent to the port while an I/O runs, and the user
  * pointer of its stream, so a completion leads straight to its connection. The block is freed
  * on the connection's Close completion, the stream's last.
@@ -32,49 +34,57 @@ static void fail(const char *what, int err) {
     fprintf(stderr, "echo_server: %s: %s (%s)\n", what, cport_strerror(err), cport_last_error());
 }
 
-static void handle(const cport_completion *c) {
+/* What one completion leads to. Returns 1 when the I/O it started finished at once, its
+ * completion in *next (handled by the caller, without a queue trip). */
+static int handle(const cport_completion *c, cport_completion *next) {
     if (c->user == &listener_tag) {
         if (c->op != CPORT_OP_ACCEPT || c->status != CPORT_STATUS_OK)
-            return; /* a failed accept (EMFILE, ...): the series goes on after a rest */
+            return 0; /* a failed accept (EMFILE, ...): the series goes on after a rest */
         struct conn *conn = malloc(sizeof *conn);
         int err = conn ? cport_assign_fd(port, c->accepted_fd, conn, &conn->isb) : CPORT_EOS;
         if (err != CPORT_OK) {
             fail("assign", err); /* the port took the fd and closed it */
             free(conn);
-            return;
+            return 0;
         }
-        if ((err = cport_read(port, conn->isb, conn->buf, 1, BUF_SIZE)) != CPORT_OK)
+        err = cport_read_inline(port, conn->isb, conn->buf, 1, BUF_SIZE, next);
+        if (err != CPORT_OK)
             cport_close(port, conn->isb);
-        return;
+        return err == CPORT_OK && next->op != 0;
     }
     struct conn *conn = c->user;
     int err = CPORT_EOS;
     switch (c->op) {
     case CPORT_OP_CLOSE:
         free(conn); /* the stream's last completion: the port no longer has its buffer */
-        return;
+        return 0;
     case CPORT_OP_READ:
         if (c->status == CPORT_STATUS_OK)
-            err = cport_write(port, conn->isb, conn->buf, c->bytes);
+            err = cport_write_inline(port, conn->isb, conn->buf, c->bytes, next);
         break;
     case CPORT_OP_WRITE:
         if (c->status == CPORT_STATUS_OK)
-            err = cport_read(port, conn->isb, conn->buf, 1, BUF_SIZE);
+            err = cport_read_inline(port, conn->isb, conn->buf, 1, BUF_SIZE, next);
         break;
     }
-    if (err != CPORT_OK)
+    if (err != CPORT_OK) {
         cport_close(port, conn->isb); /* end of stream, reset, error */
+        return 0;
+    }
+    return next->op != 0;
 }
 
 static void *serve(void *arg) {
     (void)arg;
-    cport_completion c;
+    cport_completion c, next;
     for (;;) {
         int err = cport_next_completion(port, -1, &c);
-        if (err == CPORT_OK)
-            handle(&c);
-        else if (err != CPORT_EWOKEN)
+        if (err == CPORT_OK) {
+            while (handle(&c, &next))
+                c = next;
+        } else if (err != CPORT_EWOKEN) {
             return NULL; /* CPORT_ECLOSED */
+        }
     }
 }
 

@@ -657,6 +657,69 @@ pub unsafe extern "C" fn cport_write(port: *mut CportPort, isb: CportIsb, buf: *
     }
 }
 
+/// Starts `req` on `i` like `start_io_inline`: `*done` gets the completion of an I/O that
+/// finished at once, or `op` 0 when it is pending.
+fn start_inline(p: &CportPort, i: &Isb, req: Request, done: *mut CportCompletion, what: &str) -> c_int {
+    if done.is_null() {
+        return invalid(&format!("{what}: null completion pointer"));
+    }
+    match p.port.start_io_inline(i, req) {
+        Ok(Some(c)) => write_out(done, to_c(p, c)).map_or_else(|e| e, |()| CPORT_OK),
+        Ok(None) => {
+            // SAFETY: `done` is not null and points to a writable `cport_completion` (the
+            // header's contract); only its `op` is promised, so only `op` is written.
+            unsafe { std::ptr::addr_of_mut!((*done).op).write(0) };
+            CPORT_OK
+        }
+        Err(e) => fail(e.error()),
+    }
+}
+
+/// `cport_read` that hands back a read that finished at once in `*done` instead of queueing
+/// it (`done->op` 0: pending).
+///
+/// # Safety
+/// As `cport_read`; `done` points to a writable `cport_completion`.
+#[no_mangle]
+pub unsafe extern "C" fn cport_read_inline(
+    port: *mut CportPort,
+    isb: CportIsb,
+    buf: *mut c_void,
+    min: usize,
+    max: usize,
+    done: *mut CportCompletion,
+) -> c_int {
+    // SAFETY: the caller's promise.
+    unsafe {
+        on_isb(port, isb, "cport_read_inline", |p, i| match lend(buf, max, "cport_read_inline") {
+            Ok(buf) => start_inline(p, &i, Request::new(Kind::Read { buf, min, max }), done, "cport_read_inline"),
+            Err(e) => e,
+        })
+    }
+}
+
+/// `cport_write` that hands back a write that finished at once in `*done` (`done->op` 0:
+/// pending).
+///
+/// # Safety
+/// As `cport_write`; `done` points to a writable `cport_completion`.
+#[no_mangle]
+pub unsafe extern "C" fn cport_write_inline(
+    port: *mut CportPort,
+    isb: CportIsb,
+    buf: *const c_void,
+    len: usize,
+    done: *mut CportCompletion,
+) -> c_int {
+    // SAFETY: the caller's promise.
+    unsafe {
+        on_isb(port, isb, "cport_write_inline", |p, i| match lend(buf.cast_mut(), len, "cport_write_inline") {
+            Ok(buf) => start_inline(p, &i, Request::new(Kind::Write { buf }), done, "cport_write_inline"),
+            Err(e) => e,
+        })
+    }
+}
+
 fn lend_all(iov: *const libc::iovec, n: c_int, what: &str) -> Result<Vec<Buf>, c_int> {
     if iov.is_null() || n <= 0 || n > 1024 {
         return Err(invalid(&format!("{what}: bad iovec array ({n} entries)")));

@@ -178,6 +178,15 @@ int cport_read(cport_port *port, cport_isb isb, void *buf, size_t min, size_t ma
 /* Starts a write of all `len` bytes of buf (lent to the port until the completion). */
 int cport_write(cport_port *port, cport_isb isb, const void *buf, size_t len);
 
+/* As cport_read and cport_write, except that an I/O that finishes at once (data already
+ * there, room in the send buffer) is not queued: its completion is written to *done and no
+ * thread is woken for it (IOCP's "skip completion port on success"); done->op is 0 when the
+ * I/O is pending (its completion then comes through cport_next_completion as usual). A thread
+ * that handles a completion and starts the next I/O of the same stream (an echo's write)
+ * saves a queue trip this way. */
+int cport_read_inline(cport_port *port, cport_isb isb, void *buf, size_t min, size_t max, cport_completion *done);
+int cport_write_inline(cport_port *port, cport_isb isb, const void *buf, size_t len, cport_completion *done);
+
 /* Vectored read of at least `min` bytes into the `n` iovecs (1..1024; the array itself is
  * copied during the call; the memory it points to is lent until the completion). */
 int cport_readv(cport_port *port, cport_isb isb, const struct iovec *iov, int n, size_t min);
