@@ -74,6 +74,20 @@ impl Completion {
     }
 
     /// The stream the operation ran on; `None` for a post.
+    ///
+    /// ```
+    /// use cport::Port;
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.read(&isb, vec![0; 8], 1..=8)?;
+    /// peer.write_all(b"x")?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.isb(), Some(&isb)); // the stream to start its next I/O on
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn isb(&self) -> Option<&Isb> {
         self.isb.as_ref()
     }
@@ -94,11 +108,41 @@ impl Completion {
     }
 
     /// The detail of an `Abandoned` or `Failed` status.
+    ///
+    /// ```
+    /// use cport::{ErrorKind, Port, Status};
+    /// use std::io::ErrorKind::ConnectionRefused;
+    ///
+    /// let port = Port::new()?;
+    /// let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?; // nobody listens there now
+    /// port.connect(closed, 1)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.status(), Status::Failed);
+    /// assert_eq!(c.error().map(|e| e.kind()), Some(ErrorKind::Os(ConnectionRefused)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn error(&self) -> Option<&Error> {
         self.extra.as_ref().and_then(|x| x.error.as_ref())
     }
 
     /// `Ok(bytes)` for `Ok` and `Eof`; otherwise the error, with a kind matching the status.
+    ///
+    /// ```
+    /// use cport::{ErrorKind, Port, Request};
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 8]))?;
+    /// peer.write_all(b"abc")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").result()?, 3);
+    /// port.start_io(&isb, Request::read_some(vec![0; 8]).timeout(Duration::from_millis(5)))?;
+    /// let timed_out = port.next_completion(None)?.expect("no timeout on the wait");
+    /// assert_eq!(timed_out.result().unwrap_err().kind(), ErrorKind::TimedOut);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn result(&self) -> Result<usize> {
         match self.status {
             Status::Ok | Status::Eof => Ok(self.bytes),
@@ -154,6 +198,20 @@ impl Completion {
     /// The bytes transferred, as a vector of exactly that length (the buffer, truncated; for
     /// vectored I/O the buffers' transferred bytes, joined). Empty for operations without a
     /// buffer.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// peer.write_all(b"abcdef")?;
+    /// port.start_io(&isb, Request::read_vectored(vec![vec![0; 4], vec![0; 4]], 6))?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.into_data(), b"abcdef".to_vec());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_data(mut self) -> Vec<u8> {
         match self.buf.take() {
             Some(Buf::Owned(mut b)) => {
@@ -175,6 +233,24 @@ impl Completion {
 
     /// Takes the whole buffer back out, to reuse it (its length is unchanged: only the first
     /// [`bytes`](Completion::bytes) are new).
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// let mut buf = vec![0; 64];
+    /// for msg in [&b"one"[..], b"two"] {
+    ///     port.start_io(&isb, Request::read_some(buf))?;
+    ///     peer.write_all(msg)?;
+    ///     let mut c = port.next_completion(None)?.expect("no timeout");
+    ///     assert_eq!(c.data(), msg);
+    ///     buf = c.take_buffer().expect("a read's buffer"); // the same allocation, reused
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn take_buffer(&mut self) -> Option<Vec<u8>> {
         self.buf.take().and_then(Buf::into_vec)
     }
@@ -187,6 +263,7 @@ impl Completion {
 
     /// Takes the connection an accept produced, ready for
     /// [`Port::assign`](crate::Port::assign), with its peer's address and its fd.
+    #[must_use = "dropping the accepted connection closes it"]
     pub fn take_accepted(&mut self) -> Option<Accepted> {
         let x = self.extra.as_mut()?;
         let peer = x.addr;
@@ -206,7 +283,7 @@ impl Completion {
 
 /// What ended a wait in [`Port::next`](crate::Port::next).
 #[derive(Debug)]
-#[must_use]
+#[must_use = "a `Next` may hold a completion, and dropping it drops the completion's buffers"]
 pub enum Next {
     /// A completion.
     Completion(Completion),

@@ -2,7 +2,7 @@
 //! machine, and the step that moves a pending request forward. No syscalls here: the driver
 //! does the I/O. See ARCHITECTURE.md, "ISB states".
 //!
-//! Each side (read, write) is always in one of seed 000's states:
+//! Each side (read, write) is always in one of three states:
 //!
 //! ```text
 //!   PROCESSED --start_io--> BUSY --finish--> COMPLETED --next_completion--> PROCESSED
@@ -44,7 +44,29 @@ pub(crate) const CLOSE_DONE: u8 = 2;
 ///
 /// Cloning is cheap (a reference count). An ISB stays valid as a value after its stream is
 /// deassigned or closed; using it then gives a `NotAssigned` error. Completions carry the ISB
-/// of their stream.
+/// of their stream. ISBs compare and hash by the stream they name, so an ISB can key a map of
+/// per-stream state.
+///
+/// ```
+/// use cport::{driver, Port};
+/// use std::collections::HashMap;
+/// use std::os::unix::net::UnixStream;
+///
+/// let port = Port::new()?;
+/// let (ours, _peer) = UnixStream::pair()?;
+/// let isb = port.assign(driver::UnixStream::new(ours), 7)?;
+/// assert_eq!(isb.token(), 7);
+/// assert!(isb.is_assigned() && isb.fd().is_some());
+///
+/// #[allow(clippy::mutable_key_type)] // the identity hashed never changes
+/// let mut names = HashMap::new();
+/// names.insert(isb.clone(), "first");
+/// assert_eq!(names[&isb], "first");
+///
+/// port.close(&isb)?;
+/// assert!(!isb.is_assigned() && isb.fd().is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Isb {
     pub(crate) stream: Arc<Stream>,
@@ -75,6 +97,15 @@ impl Isb {
 
     /// The local address of the stream's IPv4 or IPv6 socket: for a listener bound to port 0
     /// ([`Port::listen`](crate::Port::listen)), the port the kernel picked.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+    /// let addr = listener.local_addr()?;
+    /// assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    /// assert_ne!(addr.port(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `NotAssigned` once the stream is released; `InvalidInput` if it is not an IPv4/IPv6
@@ -158,8 +189,8 @@ pub(crate) struct Inner {
     pub(crate) armed: Interest,
     /// The deadline timer and its sequence number, if one is set.
     pub(crate) deadline: Option<(TimerId, u32)>,
-    /// The accept back-off timer after EMFILE/ENFILE, if running: the read side is neither
-    /// tried nor armed until it fires.
+    /// The accept back-off timer after the OS ran out of fds or memory (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM), if running: the read side is neither tried nor armed until it fires.
     pub(crate) backoff: Option<(TimerId, u32)>,
     /// The last read step drained the stream; see [`Inner::step`].
     pub(crate) drained: bool,

@@ -81,6 +81,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms)]
+#![warn(missing_debug_implementations)]
 // Loom builds leave out the session server and the real selector: what only they use is unused.
 #![cfg_attr(loom, allow(dead_code))]
 
@@ -121,6 +122,54 @@ pub use error::{Error, ErrorKind, Result, StartError};
 pub use isb::Isb;
 pub use port::{Builder, Port, Stats, MAX_THREADS};
 pub use request::{Op, Progress, Request};
+
+// What the docs promise about threads, checked at compile time: a handle or value that is
+// meant to cross threads has to stay able to.
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn sync<T: Sync>() {}
+    const fn clone<T: Clone>() {}
+
+    send::<Port>();
+    sync::<Port>();
+    clone::<Port>();
+    send::<Isb>();
+    sync::<Isb>();
+    send::<Completion>();
+    send::<Next>();
+    send::<Request>();
+    send::<Error>();
+    sync::<Error>();
+    send::<StartError>();
+    send::<Stats>();
+    sync::<Stats>();
+    send::<driver::TcpStream>();
+    send::<driver::TcpListener>();
+    send::<driver::UnixStream>();
+    send::<driver::UnixListener>();
+    send::<driver::UdpSocket>();
+    send::<driver::Fd>();
+    send::<driver::Accepted>();
+    send::<Box<dyn Driver>>();
+    send::<net::HostDescription>();
+    sync::<net::HostDescription>();
+    send::<net::PortRange>();
+    sync::<net::PortRange>();
+    #[cfg(feature = "session")]
+    {
+        send::<session::Connection>();
+        sync::<session::Connection>();
+        send::<session::Limits>();
+        sync::<session::Limits>();
+    }
+    #[cfg(all(feature = "session", not(loom)))]
+    {
+        send::<session::Server>();
+        sync::<session::Server>();
+        clone::<session::Server>();
+        send::<session::Summary>();
+    }
+};
 
 /// The README's usage example, compiled and run as a doctest.
 #[cfg(doctest)]

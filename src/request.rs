@@ -146,56 +146,216 @@ impl Request {
     /// Read at least `*range.start()` and at most `*range.end()` bytes into `buf[..max]`. The
     /// read completes once `min` bytes arrived, or at end of stream or an error, with whatever
     /// arrived. `max` must be at most `buf.len()` and not zero, and `min <= max`.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// // At least 4 bytes, at most 6, into the first 6 of a buffer of 16.
+    /// port.start_io(&isb, Request::read(vec![0; 16], 4..=6))?;
+    /// peer.write_all(b"abcdefgh")?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.data(), b"abcdef");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn read(buf: Vec<u8>, range: RangeInclusive<usize>) -> Request {
         let (min, max) = range.into_inner();
         Request::new(Kind::Read { buf: buf.into(), min, max })
     }
 
     /// Read whatever is there, at least one byte and at most `buf.len()`.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// peer.write_all(b"hi")?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 4096]))?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").data(), b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn read_some(buf: Vec<u8>) -> Request {
         let max = buf.len();
         Request::read(buf, 1..=max)
     }
 
     /// Read `buf.len()` bytes exactly (fewer only at end of stream or on error).
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_exact(vec![0; 4]))?;
+    /// peer.write_all(b"ab")?;
+    /// peer.write_all(b"cd")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").data(), b"abcd");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn read_exact(buf: Vec<u8>) -> Request {
         let n = buf.len();
         Request::read(buf, n..=n)
     }
 
     /// Read into several buffers in order, completing once at least `min` bytes arrived.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// peer.write_all(b"headbody")?;
+    /// port.start_io(&isb, Request::read_vectored(vec![vec![0; 4], vec![0; 4]], 8))?;
+    /// let mut c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.bytes(), 8);
+    /// assert_eq!(c.take_buffers(), [b"head".to_vec(), b"body".to_vec()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn read_vectored(bufs: Vec<Vec<u8>>, min: usize) -> Request {
         Request::new(Kind::ReadVectored { bufs: bufs.into_iter().map(Buf::from).collect(), min })
     }
 
     /// Write every byte of `buf`; partial sends resume inside the port.
+    ///
+    /// ```
+    /// use cport::{Port, Request, Status};
+    /// use std::io::Read;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::write(b"hello".to_vec()))?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.status(), c.bytes()), (Status::Ok, 5));
+    /// let mut got = [0; 5];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn write(buf: Vec<u8>) -> Request {
         Request::new(Kind::Write { buf: buf.into() })
     }
 
     /// Write every byte of every buffer, in order.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Read;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::write_vectored(vec![b"head".to_vec(), b"er".to_vec()]))?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").bytes(), 6);
+    /// let mut got = [0; 6];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"header");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn write_vectored(bufs: Vec<Vec<u8>>) -> Request {
         Request::new(Kind::WriteVectored { bufs: bufs.into_iter().map(Buf::from).collect() })
     }
 
     /// Accept one connection; the completion carries the new stream
     /// ([`Completion::take_accepted`](crate::Completion::take_accepted)).
+    ///
+    /// ```
+    /// use cport::{Op, Port, Request};
+    ///
+    /// let port = Port::new()?;
+    /// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+    /// port.start_io(&listener, Request::accept())?;
+    /// let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let mut c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.op(), Op::Accept);
+    /// let conn = port.assign(c.take_accepted().expect("the connection"), 1)?;
+    /// # drop(conn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn accept() -> Request {
         Request::new(Kind::Accept)
     }
 
     /// Receive one datagram into `buf` (a longer datagram is truncated).
+    ///
+    /// ```
+    /// use cport::{driver, Port, Request};
+    /// use std::net::UdpSocket;
+    ///
+    /// let port = Port::new()?;
+    /// let ours = UdpSocket::bind("127.0.0.1:0")?;
+    /// let addr = ours.local_addr()?;
+    /// let isb = port.assign(driver::UdpSocket::new(ours), 1)?;
+    /// port.start_io(&isb, Request::recv_from(vec![0; 1500]))?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0")?;
+    /// peer.send_to(b"ping", addr)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.data(), c.addr()), (&b"ping"[..], Some(peer.local_addr()?)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn recv_from(buf: Vec<u8>) -> Request {
         Request::new(Kind::RecvFrom { buf: buf.into() })
     }
 
     /// Send `buf` as one datagram to `addr`.
+    ///
+    /// ```
+    /// use cport::{driver, Port, Request};
+    /// use std::net::UdpSocket;
+    ///
+    /// let port = Port::new()?;
+    /// let isb = port.assign(driver::UdpSocket::new(UdpSocket::bind("127.0.0.1:0")?), 1)?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0")?;
+    /// port.start_io(&isb, Request::send_to(b"pong".to_vec(), peer.local_addr()?))?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").bytes(), 4);
+    /// let mut got = [0; 16];
+    /// let (n, from) = peer.recv_from(&mut got)?;
+    /// assert_eq!((&got[..n], from), (&b"pong"[..], isb.local_addr()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn send_to(buf: Vec<u8>, addr: SocketAddr) -> Request {
         Request::new(Kind::SendTo { buf: buf.into(), addr })
     }
 
     /// Calls `f` with the bytes transferred so far whenever a read or write made partial
     /// progress without finishing. See [`Progress`] for the rules the callback must keep.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// peer.write_all(b"ab")?;
+    /// // The read takes the 2 bytes there are at once, and waits for the other 2.
+    /// port.start_io(&isb, Request::read_exact(vec![0; 4]).on_progress(move |n| tx.send(n).unwrap()))?;
+    /// peer.write_all(b"cd")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").data(), b"abcd");
+    /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), [2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn on_progress(mut self, f: impl FnMut(usize) + Send + 'static) -> Request {
         self.extra().progress = Some(Box::new(f));
         self
@@ -220,12 +380,20 @@ impl Request {
     /// assert_eq!(c.status(), Status::TimedOut);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
     pub fn timeout(mut self, after: Duration) -> Request {
         self.extra().timeout = Some(after);
         self
     }
 
     /// The operation.
+    ///
+    /// ```
+    /// use cport::{Op, Request};
+    ///
+    /// assert_eq!(Request::read_some(vec![0; 8]).op(), Op::Read);
+    /// assert_eq!(Request::accept().op(), Op::Accept);
+    /// ```
     pub fn op(&self) -> Op {
         match self.kind {
             Kind::Read { .. } => Op::Read,
@@ -240,6 +408,12 @@ impl Request {
     }
 
     /// The single buffer of a read, write, recv_from or send_to.
+    ///
+    /// ```
+    /// let req = cport::Request::write(b"unsent".to_vec());
+    /// assert_eq!(req.into_buffer(), Some(b"unsent".to_vec()));
+    /// assert_eq!(cport::Request::accept().into_buffer(), None);
+    /// ```
     pub fn into_buffer(self) -> Option<Vec<u8>> {
         match self.kind {
             Kind::Read { buf, .. } | Kind::Write { buf } | Kind::RecvFrom { buf } | Kind::SendTo { buf, .. } => {
@@ -250,6 +424,11 @@ impl Request {
     }
 
     /// The buffers of a vectored read or write (empty for other operations).
+    ///
+    /// ```
+    /// let req = cport::Request::write_vectored(vec![b"a".to_vec(), b"b".to_vec()]);
+    /// assert_eq!(req.into_buffers(), [b"a".to_vec(), b"b".to_vec()]);
+    /// ```
     pub fn into_buffers(self) -> Vec<Vec<u8>> {
         match self.kind {
             Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => {

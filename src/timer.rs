@@ -1,8 +1,9 @@
 //! A hashed timing wheel: the deadline store behind stream timeouts and accept-retry back-offs.
 //!
-//! Pure bookkeeping: no clock reads, no syscalls, no locking. The worker that owns the wheel asks
-//! [`Wheel::next_deadline`] when to wake up (to program a timerfd) and then calls
-//! [`Wheel::poll_expired`] with the current time.
+//! Pure bookkeeping: no clock reads, no syscalls, no locking of its own. The port owns its wheel
+//! behind a lock (`src/port/timers.rs`); any thread may arm or disarm a timer, and whichever
+//! thread polls epoll and gets the timerfd's event calls [`Wheel::poll_expired`] with the current
+//! time. After either, [`Wheel::next_deadline`] says when the timerfd should fire next.
 //!
 //! Time is cut into ticks of `resolution` counted from `origin`; tick `t` starts at
 //! `origin + t * resolution`. A deadline is rounded *up* to a tick, and a poll at `now` sweeps the

@@ -17,8 +17,9 @@ pub(crate) struct Token {
 const GEN_MASK: u32 = u32::MAX >> 1;
 
 impl Token {
-    /// The epoll `data` value. The top bit is never set, which keeps the reserved tokens
-    /// (stop, timer) near `u64::MAX` apart from every stream.
+    /// The epoll `data` value. The top bit is never set, which keeps the reserved tokens near
+    /// `u64::MAX` (`STOP_TOKEN`, `TIMER_TOKEN` and `POKE_TOKEN` in `src/sys/mod.rs`: the stop
+    /// eventfd, the timerfd and the poke eventfd) apart from every stream.
     pub(crate) fn to_u64(self) -> u64 {
         (u64::from(self.gen & GEN_MASK) << 32) | u64::from(self.slot)
     }

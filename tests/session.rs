@@ -498,7 +498,7 @@ fn echo_lines() {
 #[test]
 fn byte_at_a_time_delivery() {
     let probe = Arc::new(Probe::default());
-    let limits = Limits { read_size: 1, ..Default::default() };
+    let limits = Limits::default().with_read_size(1);
     let running = Running::start(limits, 2, factory(&probe, || Frames));
     let sizes: Vec<usize> = (0..50).map(|i| (i * 7) % 13).collect();
     let (wire, replies) = frames(&sizes, 2);
@@ -530,7 +530,7 @@ fn pipelined_frames_split_at_every_offset() {
     assert!((80..=120).contains(&wire.len()), "{}", wire.len());
     for read_size in [1, 3, Limits::default().read_size] {
         let probe = Arc::new(Probe::default());
-        let running = Running::start(Limits { read_size, ..Default::default() }, 2, factory(&probe, || Frames));
+        let running = Running::start(Limits::default().with_read_size(read_size), 2, factory(&probe, || Frames));
         for k in 0..=wire.len() {
             let base = running.server.summary().bytes_in;
             let mut s = client(running.addr());
@@ -595,7 +595,7 @@ fn consuming_more_than_given_is_an_error() {
 fn peer_that_never_reads_is_throttled() {
     const REQUESTS: usize = 1000;
     let probe = Arc::new(Probe::default());
-    let limits = Limits { pause_reading_at: 256 * KIB, max_outbox: MIB, read_size: 1, ..Default::default() };
+    let limits = Limits::default().with_pause_reading_at(256 * KIB).with_max_outbox(MIB).with_read_size(1);
     let running = Running::start(limits.clone(), 2, factory(&probe, || Fanout { next: 0 }));
     let mut s = client(running.addr());
     let peer = peer_of(&s);
@@ -641,7 +641,7 @@ fn peer_that_never_reads_is_throttled() {
 #[test]
 fn sends_past_the_limit_close_with_limit_exceeded() {
     let probe = Arc::new(Probe::default());
-    let limits = Limits { max_outbox: MIB, ..Default::default() };
+    let limits = Limits::default().with_max_outbox(MIB);
     let running = Running::start(limits, 2, factory(&probe, lines(b"re:")));
     let idle = client(running.addr());
     small_rcvbuf(util::raw(&idle), 64 * KIB);
@@ -679,7 +679,7 @@ fn sends_past_the_limit_close_with_limit_exceeded() {
 #[test]
 fn input_limit_closes() {
     let probe = Arc::new(Probe::default());
-    let limits = Limits { max_input: KIB, ..Default::default() };
+    let limits = Limits::default().with_max_input(KIB);
     let running = Running::start(limits, 1, factory(&probe, || Hoard));
     let mut s = client(running.addr());
     let peer = peer_of(&s);
@@ -750,7 +750,7 @@ fn outbox_close_with_unread_input_still_delivers() {
     // client is still reading.
     const SIZE: usize = 8 * MIB;
     let probe = Arc::new(Probe::default());
-    let limits = Limits { max_outbox: 2 * SIZE, ..Default::default() };
+    let limits = Limits::default().with_max_outbox(2 * SIZE);
     let running = Running::start(limits, 2, factory(&probe, bulk(SIZE, true)));
     let mut s = client(running.addr());
     small_rcvbuf(util::raw(&s), 64 * KIB);
@@ -818,7 +818,7 @@ fn a_request_arriving_after_a_graceful_close_does_not_reset_the_reply() {
 fn graceful_stop_flushes_pending_output() {
     const SIZE: usize = 8 * MIB;
     let probe = Arc::new(Probe::default());
-    let limits = Limits { max_outbox: 2 * SIZE, ..Default::default() };
+    let limits = Limits::default().with_max_outbox(2 * SIZE);
     let running = Running::start(limits, 2, factory(&probe, bulk(SIZE, false)));
     let addr = running.addr();
     let mut s = client(addr);
@@ -851,7 +851,7 @@ fn graceful_stop_flushes_pending_output() {
 fn stop_times_out_and_forces() {
     const SIZE: usize = 8 * MIB;
     let probe = Arc::new(Probe::default());
-    let limits = Limits { max_outbox: 2 * SIZE, ..Default::default() };
+    let limits = Limits::default().with_max_outbox(2 * SIZE);
     let running = Running::start(limits, 2, factory(&probe, bulk(SIZE, false)));
     let s = client(running.addr());
     small_rcvbuf(util::raw(&s), 64 * KIB);
@@ -926,10 +926,10 @@ fn set_factory_and_limits_at_run_time() {
 
     let old = running.server.limits();
     assert_eq!(old, Limits::default());
-    let err = running.server.set_limits(Limits { read_size: 0, ..old.clone() }).unwrap_err();
+    let err = running.server.set_limits(old.clone().with_read_size(0)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(running.server.limits(), old, "a refused change left its mark");
-    let new = Limits { max_input: 64, ..old };
+    let new = old.with_max_input(64);
     running.server.set_limits(new.clone()).unwrap();
     assert_eq!(running.server.limits(), new);
 
@@ -950,7 +950,7 @@ fn set_factory_and_limits_at_run_time() {
 #[test]
 fn max_connections_refuses() {
     let probe = Arc::new(Probe::default());
-    let limits = Limits { max_connections: 2, ..Default::default() };
+    let limits = Limits::default().with_max_connections(2);
     let running = Running::start(limits, 2, factory(&probe, lines(b"re:")));
     let mut one = client(running.addr());
     round_trip(&mut one, "re:", "one");
@@ -1273,7 +1273,7 @@ fn many_connections_stress() {
     assert_eq!(summary.bytes_out, summary.bytes_in + 3 * total * REQUESTS);
 }
 
-/// Seed 004's port restriction on a server: it listens inside the range and describes itself
+/// A server restricted to a port range: it listens inside the range and describes itself
 /// with that port.
 #[test]
 fn server_binds_inside_a_port_range() {
@@ -1303,7 +1303,7 @@ fn server_binds_inside_a_port_range() {
 #[test]
 fn huge_durations_do_not_panic() {
     let probe = Arc::new(Probe::default());
-    let limits = Limits { linger: Duration::MAX, ..Limits::default() };
+    let limits = Limits::default().with_linger(Duration::MAX);
     let running = Running::start(limits, 1, factory(&probe, lines(b"re:")));
     let mut s = client(running.addr());
     round_trip(&mut s, "re:", "hi");
@@ -1382,7 +1382,7 @@ fn paced(half_close: bool) {
             Ok(used)
         }
     }
-    let limits = Limits { pause_reading_at: PAUSE, max_outbox: 4 * PAUSE, ..Limits::default() };
+    let limits = Limits::default().with_pause_reading_at(PAUSE).with_max_outbox(4 * PAUSE);
     let conn: Arc<Mutex<Option<Connection>>> = Arc::default();
     let keep = conn.clone();
     let server = Server::builder()
@@ -1467,7 +1467,7 @@ fn a_session_that_paced_is_fed_again_when_its_output_drained_during_the_call() {
     });
     let conn: Arc<Mutex<Option<Connection>>> = Arc::default();
     let keep = conn.clone();
-    let limits = Limits { pause_reading_at: PAUSE, max_outbox: 2 * FILL, ..Limits::default() };
+    let limits = Limits::default().with_pause_reading_at(PAUSE).with_max_outbox(2 * FILL);
     let factory: Factory = Box::new(move |c: &Connection| {
         *keep.lock().unwrap() = Some(c.clone());
         Box::new(Pacer(gate.clone())) as Box<dyn Session>

@@ -1246,7 +1246,7 @@ mod sessions {
         let threads_before = threads_named("cport-");
         let counts = Arc::new(SessionCounts::default());
 
-        let limits = Limits { read_size: 512, linger: Duration::from_secs(5), ..Limits::default() };
+        let limits = Limits::default().with_read_size(512).with_linger(Duration::from_secs(5));
         let server = {
             let counts = counts.clone();
             Server::builder()
@@ -1284,7 +1284,7 @@ mod sessions {
         let mut rng = Rng::new(seed);
         while Instant::now() < deadline {
             let read_size = 1 + rng.below(20_000) as usize;
-            server.set_limits(Limits { read_size, ..limits.clone() }).unwrap();
+            server.set_limits(limits.clone().with_read_size(read_size)).unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut connections = 0;

@@ -16,7 +16,7 @@ use loom::thread;
 const MARK: usize = 2;
 
 fn limits() -> Limits {
-    Limits { pause_reading_at: MARK, read_size: 8, linger: std::time::Duration::ZERO, ..Limits::default() }
+    Limits::default().with_pause_reading_at(MARK).with_read_size(8).with_linger(std::time::Duration::ZERO)
 }
 
 /// Session model 1: pipelined requests meet a full output. Another sender has queued two bytes

@@ -1,4 +1,4 @@
-//! Drivers: how the port does I/O on one kind of stream (seed 000's stream handler).
+//! Drivers: how the port does I/O on one kind of stream.
 //!
 //! A [`Driver`] owns its stream and exposes the nonblocking calls the port makes when the
 //! stream is ready. The built-in drivers cover TCP and Unix-domain listeners and streams, UDP
@@ -16,7 +16,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::request::Op;
 
-/// The stream handler of seed 000: attach, detach, start I/O, cancel.
+/// How the port does I/O on one kind of stream: attach, detach, the nonblocking I/O calls,
+/// cancel.
 ///
 /// Every I/O method is nonblocking: it returns `io::ErrorKind::WouldBlock` when the stream is
 /// not ready, and the port then waits for readiness of [`Driver::fd`] and calls again. The

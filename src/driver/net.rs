@@ -62,11 +62,13 @@ macro_rules! stream_driver {
 
         impl $name {
             /// Wraps a connected stream (checked and made nonblocking at assign).
+            #[must_use = "a driver does nothing until it is assigned to a port"]
             pub fn new(sock: $std) -> Self {
                 $name { sock, known: false }
             }
 
             /// Wraps any fd; `assign` refuses it with `InvalidInput` unless it is such a socket.
+            #[must_use = "a driver does nothing until it is assigned to a port"]
             pub fn from_fd(fd: OwnedFd) -> Self {
                 $name { sock: <$std>::from(fd), known: false }
             }
@@ -151,12 +153,14 @@ macro_rules! listener_driver {
 
         impl $name {
             /// Wraps a listening socket (checked and made nonblocking at assign).
+            #[must_use = "a driver does nothing until it is assigned to a port"]
             pub fn new(sock: $std) -> Self {
                 $name { sock }
             }
 
             /// Wraps any fd; `assign` refuses it with `InvalidInput` unless it is a listening
             /// socket of this kind.
+            #[must_use = "a driver does nothing until it is assigned to a port"]
             pub fn from_fd(fd: OwnedFd) -> Self {
                 $name { sock: <$std>::from(fd) }
             }
@@ -218,6 +222,7 @@ pub struct UdpSocket {
 
 impl UdpSocket {
     /// Wraps a bound UDP socket.
+    #[must_use = "a driver does nothing until it is assigned to a port"]
     pub fn new(sock: std::net::UdpSocket) -> Self {
         UdpSocket { sock }
     }
@@ -266,8 +271,8 @@ impl Driver for UdpSocket {
     }
 }
 
-/// Any native fd that epoll can watch (seed 004's `native_to_sock`): pipes, FIFOs, character
-/// devices, sockets used as plain byte streams. Reads and writes use `read(2)`/`write(2)`.
+/// Any native fd that epoll can watch: pipes, FIFOs, character devices, sockets used as plain
+/// byte streams. Reads and writes use `read(2)`/`write(2)`.
 ///
 /// Writing to a pipe whose reader is gone raises `SIGPIPE` unless the program ignores it (Rust
 /// programs do by default); the write then completes as `Abandoned`.
@@ -278,6 +283,7 @@ pub struct Fd {
 
 impl Fd {
     /// Wraps an owned fd; it is made nonblocking at assign.
+    #[must_use = "a driver does nothing until it is assigned to a port"]
     pub fn new(fd: impl Into<OwnedFd>) -> Self {
         Fd { file: File::from(fd.into()) }
     }

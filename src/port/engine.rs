@@ -348,6 +348,8 @@ impl Shared {
     }
 }
 
+/// The accept errors after which a listener rests ([`ACCEPT_BACKOFF`](super::ACCEPT_BACKOFF)):
+/// out of fds (EMFILE, ENFILE) or out of kernel memory (ENOBUFS, ENOMEM).
 fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }

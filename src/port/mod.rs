@@ -46,8 +46,9 @@ pub const MAX_THREADS: usize = 1024;
 /// The bit of `Shared::posting` that refuses new posts.
 const GATE_CLOSED: usize = 1 << (usize::BITS - 1);
 
-/// How long a listener rests after accept failed for lack of fds (EMFILE, ENFILE) before it
-/// tries again: the error is reported once per rest, never in a spin.
+/// How long a listener rests after accept failed for lack of fds or memory (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM) before it tries again: the error is reported once per rest, never in a
+/// spin.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The state every handle, worker and waiting thread shares.
@@ -132,12 +133,39 @@ impl Builder {
     /// threads that never call `next_completion`. A worker sleeps while the threads in
     /// `next_completion` keep up; its completions reach a waiting thread through a wake-up.
     /// Without workers, I/O moves only while some thread is in `next_completion`.
+    ///
+    /// ```
+    /// use cport::{Port, Request, Status};
+    /// use std::io::Write;
+    ///
+    /// // One worker: I/O moves even while no thread waits in the port.
+    /// let port = Port::builder().threads(1).build()?;
+    /// assert_eq!(port.threads(), 1);
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_exact(vec![0; 3]))?;
+    /// peer.write_all(b"abc")?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.status(), c.data()), (Status::Ok, &b"abc"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `build` is called"]
     pub fn threads(mut self, n: usize) -> Builder {
         self.threads = n;
         self
     }
 
     /// Creates the port and starts its workers.
+    ///
+    /// ```
+    /// use cport::{ErrorKind, Port, MAX_THREADS};
+    ///
+    /// let port = Port::builder().build()?;
+    /// assert_eq!(port.threads(), 0);
+    /// let too_many = Port::builder().threads(MAX_THREADS + 1).build().unwrap_err();
+    /// assert_eq!(too_many.kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for more than `MAX_THREADS` threads; `Os` when epoll, an eventfd, the
@@ -176,11 +204,24 @@ impl Builder {
 
 impl Port {
     /// A builder with the defaults.
+    ///
+    /// ```
+    /// let port = cport::Port::builder().threads(2).build()?;
+    /// assert_eq!(port.threads(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `build` is called"]
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// A port with the default settings.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// assert_eq!((port.threads(), port.streams(), port.is_shut_down()), (0, 0, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Builder::build`].
@@ -189,33 +230,94 @@ impl Port {
     }
 
     /// Adds a reference: the same as `clone`.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// let other = port.inc_ref();
+    /// other.post(1, 42)?; // any handle reaches the same port
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").value(), 42);
+    /// other.dec_ref(); // `port` still holds a reference: the port lives on
+    /// port.post(2, 0)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "dropping the new handle at once removes the reference again"]
     pub fn inc_ref(&self) -> Port {
         self.clone()
     }
 
     /// Removes a reference: the same as `drop`. The last one tears the port down.
+    ///
+    /// ```
+    /// use cport::{driver, Port};
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(driver::UnixStream::new(ours), 1)?;
+    /// port.dec_ref(); // the last handle: the stream is deassigned and its fd closed
+    /// assert!(!isb.is_assigned());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn dec_ref(self) {
         drop(self)
     }
 
     /// Number of dedicated worker threads.
+    ///
+    /// ```
+    /// assert_eq!(cport::Port::builder().threads(3).build()?.threads(), 3);
+    /// assert_eq!(cport::Port::new()?.threads(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn threads(&self) -> usize {
         self.shared.threads
     }
 
     /// Number of assigned streams.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// assert_eq!(port.streams(), 1);
+    /// port.deassign(&isb)?;
+    /// assert_eq!(port.streams(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn streams(&self) -> usize {
         self.shared.streams.len()
     }
 
     /// What the port has done so far, summed over its threads (see [`Stats`]). Cheap: each
     /// thread keeps its own counters.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// port.post(1, 0)?;
+    /// port.next_completion(None)?.expect("the post");
+    /// let stats = port.stats();
+    /// assert_eq!((stats.ok, stats.completions()), (1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         self.shared.wait.stats()
     }
 
     /// Attaches `driver`'s stream to the port. `token` comes back in every completion of the
     /// stream.
+    ///
+    /// ```
+    /// use cport::{driver, ErrorKind, Port};
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let port = Port::new()?;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let isb = port.assign(driver::UnixStream::new(a), 7)?;
+    /// assert_eq!((isb.token(), port.streams()), (7, 1));
+    /// // The TCP driver refuses a Unix-domain socket (and closes it).
+    /// let refused = port.assign(driver::TcpStream::from_fd(b.into()), 8).unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` if the driver refuses the fd (a pipe given to a socket driver, a socket
@@ -226,6 +328,21 @@ impl Port {
     }
 
     /// [`Port::assign`] for a boxed driver, such as the one an accept completion carries.
+    ///
+    /// ```
+    /// use cport::{driver, Driver, Port};
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let port = Port::new()?;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let drivers: Vec<Box<dyn Driver>> =
+    ///     vec![Box::new(driver::UnixStream::new(a)), Box::new(driver::Fd::new(b))];
+    /// for (token, d) in (1..).zip(drivers) {
+    ///     port.assign_boxed(d, token)?;
+    /// }
+    /// assert_eq!(port.streams(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Port::assign`].
@@ -279,6 +396,19 @@ impl Port {
     /// refused connection is a `Failed` completion whose error kind is
     /// `Os(ConnectionRefused)`.
     ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let isb = port.connect(listener.local_addr()?, 5)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.token(), c.op(), c.status()), (5, Op::Connect, Status::Ok));
+    /// let (_conn, peer) = listener.accept()?;
+    /// assert_eq!(peer, isb.local_addr()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// `Os` if no socket can be created; `PortClosed` once shutdown has begun (also when it
     /// begins during the call: the socket is closed and nothing is queued).
@@ -288,6 +418,20 @@ impl Port {
     }
 
     /// [`Port::connect`] for a Unix-domain stream socket at `path`.
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    ///
+    /// let path = std::env::temp_dir().join(format!("cport-doc-connect-{}.sock", std::process::id()));
+    /// let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    /// let port = Port::new()?;
+    /// let _isb = port.connect_unix(&path, 1)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Connect, Status::Ok));
+    /// drop(listener);
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for a path that is empty, too long or holds a NUL byte; otherwise as
@@ -303,6 +447,19 @@ impl Port {
     /// address of `addr`'s family (so the kernel still picks the source address), before the
     /// nonblocking connect starts. Use it where a firewall admits only some ports. The connect
     /// completes as for [`Port::connect`].
+    ///
+    /// ```
+    /// use cport::{net::PortRange, Op, Port, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let range: PortRange = "40000-59999".parse()?;
+    /// let isb = port.connect_in_range(listener.local_addr()?, &range, 1)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Connect, Status::Ok));
+    /// assert!(range.contains(isb.local_addr()?.port()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `Os(AddrInUse)`, with a message naming the range, when every port of `range` is in use;
@@ -365,6 +522,20 @@ impl Port {
     /// An I/O that can finish at once (data already buffered, room in the send buffer) does
     /// so here, without waiting for epoll; its completion still goes through the queue.
     ///
+    /// ```
+    /// use cport::{ErrorKind, Port, Request};
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 16]))?;
+    /// // One read at a time per stream: a second is refused, and its buffer comes back.
+    /// let refused = port.start_io(&isb, Request::read_some(vec![0; 32])).unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::Busy);
+    /// assert_eq!(refused.into_request().into_buffer().map(|b| b.len()), Some(32));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// The request comes back inside the [`StartError`], with its buffers:
     /// `InvalidInput` for bad arguments, an operation the driver does not support, or an ISB
@@ -418,8 +589,9 @@ impl Port {
         let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
         let timeout = req.timeout_after();
         inner.pending[side as usize] = Some(Box::new(Pending::new(req)));
-        // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE, or a
-        // read on a stream the last read drained (readiness will tell when data is there).
+        // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE and the
+        // like, or a read on a stream the last read drained (readiness will tell when data is
+        // there).
         let skip = match op {
             Op::Accept => inner.backoff.is_some(),
             Op::Read | Op::ReadVectored => inner.drained && !poll_read,
@@ -445,6 +617,23 @@ impl Port {
     /// `next_completion` as usual. A thread that handles a completion and starts the next I/O
     /// on the same stream (an echo's write) saves a queue trip and a wake-up this way.
     ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// // The socket buffer has room: the write is done at once and comes straight back.
+    /// let done = port.start_io_inline(&isb, Request::write(b"hi".to_vec()))?.expect("done at once");
+    /// assert_eq!(done.bytes(), 2);
+    /// // Nothing to read yet: the read is pending, and its completion comes through the queue.
+    /// assert!(port.start_io_inline(&isb, Request::read_some(vec![0; 8]))?.is_none());
+    /// peer.write_all(b"ok")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").data(), b"ok");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`Port::start_io`].
     pub fn start_io_inline(&self, isb: &Isb, req: Request) -> std::result::Result<Option<Completion>, StartError> {
@@ -454,6 +643,18 @@ impl Port {
     }
 
     /// Starts a read of `min..=max` bytes: [`Request::read`].
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let port = cport::Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.read(&isb, vec![0; 64], 2..=64)?; // at least 2 bytes, at most 64
+    /// peer.write_all(b"hey")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").data(), b"hey");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Port::start_io`].
@@ -468,6 +669,22 @@ impl Port {
 
     /// Starts a write of the whole buffer: [`Request::write`].
     ///
+    /// ```
+    /// use cport::Op;
+    /// use std::io::Read;
+    ///
+    /// let port = cport::Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.write(&isb, b"hello".to_vec())?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.bytes()), (Op::Write, 5));
+    /// let mut got = [0; 5];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`Port::start_io`].
     pub fn write(&self, isb: &Isb, buf: Vec<u8>) -> std::result::Result<(), StartError> {
@@ -475,6 +692,20 @@ impl Port {
     }
 
     /// Starts an accept: [`Request::accept`].
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+    /// port.accept(&listener)?;
+    /// let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let mut c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status(), c.addr()), (Op::Accept, Status::Ok, Some(client.local_addr()?)));
+    /// let conn = port.assign(c.take_accepted().expect("the connection"), 1)?;
+    /// # drop(conn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Port::start_io`].
@@ -527,6 +758,17 @@ impl Port {
     /// [`Port::accept`] or [`Port::accept_many`]. (To set socket options first, bind it
     /// yourself and assign a [`driver::TcpListener`].)
     ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+    /// let addr = listener.local_addr()?; // the port the kernel picked
+    /// assert_ne!(addr.port(), 0);
+    /// port.accept(&listener)?;
+    /// let _client = std::net::TcpStream::connect(addr)?;
+    /// assert!(port.next_completion(None)?.expect("no timeout").take_accepted().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// `Os` if the address cannot be bound (`AddrInUse`, `PermissionDenied`, ...);
     /// `PortClosed` after shutdown.
@@ -537,6 +779,21 @@ impl Port {
 
     /// [`Port::listen`] for a Unix-domain stream socket bound at `path` (which must not
     /// exist yet; remove it once the listener is closed).
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    ///
+    /// let path = std::env::temp_dir().join(format!("cport-doc-listen-{}.sock", std::process::id()));
+    /// let port = Port::new()?;
+    /// let listener = port.listen_unix(&path, 0)?;
+    /// port.accept(&listener)?;
+    /// let _client = std::os::unix::net::UnixStream::connect(&path)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Accept, Status::Ok));
+    /// port.deassign(&listener)?;
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for a path that is empty, too long or holds a NUL byte; otherwise as
@@ -560,6 +817,21 @@ impl Port {
     /// (or, while it runs, whichever of the two gets the stream first ends the I/O, and its
     /// completion still comes before `PortClosed`).
     ///
+    /// ```
+    /// use cport::{Port, Request, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]))?; // stays pending: the peer is quiet
+    /// assert_eq!(port.cancel(&isb)?, 1);
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!(c.status(), Status::Cancelled);
+    /// assert_eq!(c.buffer().map(<[u8]>::len), Some(64), "the buffer comes back");
+    /// assert_eq!(port.cancel(&isb)?, 0, "nothing left to cancel");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one.
     pub fn cancel(&self, isb: &Isb) -> Result<usize> {
@@ -579,6 +851,18 @@ impl Port {
     /// Cancels the I/O pending on the read side of `isb` (a read, vectored read, accept or
     /// recv_from), leaving the write side alone: [`Port::cancel`] for one side. Returns 1 if
     /// an I/O was cancelled, else 0 (nothing was pending, or it had already finished).
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let listener = port.listen("127.0.0.1:0".parse()?, 0)?;
+    /// port.accept(&listener)?; // an accept is a read-side I/O
+    /// assert_eq!(port.cancel_read(&listener)?, 1);
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Accept, Status::Cancelled));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Port::cancel`].
@@ -629,6 +913,21 @@ impl Port {
     /// Sets the stream's deadline: I/O still pending `after` from now ends as `TimedOut`.
     /// `None` clears the deadline. The deadline fires once; set it again for the next I/O.
     ///
+    /// ```
+    /// use cport::{Port, Request, Status};
+    /// use std::time::Duration;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _quiet_peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]))?;
+    /// port.set_timeout(&isb, Some(Duration::from_millis(5)))?;
+    /// assert_eq!(port.timers(), 1);
+    /// let c = port.next_completion(None)?.expect("no timeout on the wait");
+    /// assert_eq!(c.status(), Status::TimedOut);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` for a deassigned one,
     /// `PortClosed` once shutdown has begun (nothing is left to time out).
@@ -664,6 +963,21 @@ impl Port {
     /// No completion of the stream is queued after this returns, even if the fd number is
     /// reused at once by a new stream. It works after [`Port::shutdown`] too: that is how a
     /// stream is released before the last handle goes (it queues nothing then).
+    ///
+    /// ```
+    /// use cport::{ErrorKind, Port, Request, Status};
+    /// use std::io::Read;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]))?;
+    /// port.deassign(&isb)?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").status(), Status::Cancelled);
+    /// assert_eq!(peer.read(&mut [0; 8])?, 0, "our end is closed: the peer reads end of stream");
+    /// assert_eq!(port.deassign(&isb).unwrap_err().kind(), ErrorKind::NotAssigned);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` if already deassigned.
@@ -719,6 +1033,21 @@ impl Port {
     /// does this before it closes a connection whose peer may still be sending, so that the
     /// kernel does not answer unread data with a reset that destroys replies in flight.
     ///
+    /// ```
+    /// use std::io::{Read, Write};
+    ///
+    /// let port = cport::Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.shutdown_write(&isb)?;
+    /// assert_eq!(peer.read(&mut [0; 8])?, 0, "the peer reads end of stream");
+    /// // Reads on this side go on.
+    /// port.read(&isb, vec![0; 8], 1..=8)?;
+    /// peer.write_all(b"late")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").data(), b"late");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// `Busy` while a write is pending on the stream; `NotAssigned` for a closed stream;
     /// `InvalidInput` for an ISB of another port; `Os` for a stream that is not a socket.
@@ -742,6 +1071,22 @@ impl Port {
     /// closed and an `Op::Close` completion with status `Ok` is queued, the stream's last.
     /// The ISB is then invalid, as after [`Port::deassign`].
     ///
+    /// ```
+    /// use cport::{Op, Port, Request, Status};
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.start_io(&isb, Request::read_some(vec![0; 64]))?;
+    /// port.close(&isb)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Read, Status::Cancelled));
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Close, Status::Ok)); // the stream's last
+    /// assert!(!isb.is_assigned());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// `InvalidInput` for an ISB of another port, `NotAssigned` if already closed.
     /// `PortClosed` once shutdown has begun: its completion would come after `PortClosed`, so
@@ -763,6 +1108,17 @@ impl Port {
 
     /// Queues a user completion (`Op::Post`, status `Ok`) carrying `token` and `value`
     /// (IOCP's `PostQueuedCompletionStatus`).
+    ///
+    /// ```
+    /// use cport::{Op, Port};
+    ///
+    /// let port = Port::new()?;
+    /// port.post(9, 42)?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.token(), c.value()), (Op::Post, 9, 42));
+    /// assert!(c.isb().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `PortClosed` after shutdown: then nothing was queued.
@@ -822,6 +1178,17 @@ impl Port {
     /// [`Port::wakeup`] woke this thread, which can happen with `timeout` `None` too. A loop
     /// that must tell the two apart uses [`Port::next`].
     ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let port = cport::Port::new()?;
+    /// assert!(port.next_completion(Some(Duration::from_millis(1)))?.is_none(), "timed out");
+    /// port.post(1, 7)?;
+    /// let c = port.next_completion(Some(Duration::from_millis(1)))?.expect("the post");
+    /// assert_eq!(c.value(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`Port::next`].
     pub fn next_completion(&self, timeout: Option<Duration>) -> Result<Option<Completion>> {
@@ -829,6 +1196,14 @@ impl Port {
     }
 
     /// Takes a completion if one is queued, without waiting.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// assert!(port.try_next_completion()?.is_none());
+    /// port.post(1, 0)?;
+    /// assert!(port.try_next_completion()?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Port::next_completion`].
@@ -840,6 +1215,20 @@ impl Port {
     /// in all without waiting again, appending them to `out` and leaving the rest for other
     /// threads (GetQueuedCompletionStatusEx). Returns how many were appended (0 on timeout or
     /// wakeup).
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// for value in 0..3 {
+    ///     port.post(1, value)?;
+    /// }
+    /// let mut batch = Vec::new();
+    /// let mut taken = 0;
+    /// while taken < 3 {
+    ///     taken += port.next_completions(&mut batch, 8, None)?;
+    /// }
+    /// assert_eq!(batch.iter().map(|c| c.value()).collect::<Vec<_>>(), [0, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for `max == 0`; otherwise as [`Port::next_completion`].
@@ -861,6 +1250,19 @@ impl Port {
     /// `next_completion`) at once; with none waiting, the next one that would wait returns at
     /// once instead. Completions already queued are taken first. An MPI-style progress loop
     /// uses it to make a waiting thread look at other work.
+    ///
+    /// ```
+    /// use cport::{Next, Port};
+    ///
+    /// let port = Port::new()?;
+    /// let waiter = {
+    ///     let port = port.clone();
+    ///     std::thread::spawn(move || port.next(None))
+    /// };
+    /// port.wakeup(); // before or after the thread begins to wait: it returns `Woken` either way
+    /// assert!(matches!(waiter.join().expect("no panic")?, Next::Woken));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wakeup(&self) {
         self.shared.wait.wakeup(&self.shared);
     }
@@ -871,6 +1273,19 @@ impl Port {
     /// after that. Streams stay assigned until deassigned or the last handle is dropped.
     /// Calling it again does nothing. What every call does from then on is listed in one
     /// table in the crate docs ("Shutdown").
+    ///
+    /// ```
+    /// use cport::{ErrorKind, Port};
+    ///
+    /// let port = Port::new()?;
+    /// port.post(1, 0)?;
+    /// port.shutdown();
+    /// assert_eq!(port.post(2, 0).unwrap_err().kind(), ErrorKind::PortClosed);
+    /// // What was queued is still taken, then every wait ends with `PortClosed`.
+    /// assert_eq!(port.next_completion(None)?.expect("queued before the shutdown").token(), 1);
+    /// assert_eq!(port.next_completion(None).unwrap_err().kind(), ErrorKind::PortClosed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
@@ -890,16 +1305,53 @@ impl Port {
 
     /// Number of threads waiting in `next_completion` right now with nothing to do: parked,
     /// or blocked in `epoll_wait` for I/O.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let port = cport::Port::new()?;
+    /// let waiter = {
+    ///     let port = port.clone();
+    ///     std::thread::spawn(move || port.next_completion(None))
+    /// };
+    /// while port.waiters() == 0 {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// port.post(1, 0)?;
+    /// assert!(waiter.join().expect("no panic")?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn waiters(&self) -> usize {
         self.shared.wait.idle_waiters()
     }
 
     /// Number of armed timers (stream deadlines and accept back-offs).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let port = cport::Port::new()?;
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.set_timeout(&isb, Some(Duration::from_secs(60)))?;
+    /// assert_eq!(port.timers(), 1);
+    /// port.set_timeout(&isb, None)?;
+    /// assert_eq!(port.timers(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timers(&self) -> usize {
         lock(&self.shared.timers).wheel.len()
     }
 
     /// Whether [`Port::shutdown`] was called (or began).
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// assert!(!port.is_shut_down());
+    /// port.shutdown();
+    /// assert!(port.is_shut_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_shut_down(&self) -> bool {
         self.shared.state.load(Ordering::SeqCst) != OPEN
     }

@@ -15,7 +15,8 @@ use crate::token::Token;
 pub(crate) enum TimerKind {
     /// The deadline of `set_timeout`.
     Deadline,
-    /// The accept back-off after EMFILE/ENFILE (and ENOBUFS/ENOMEM).
+    /// The accept back-off after the OS ran out of fds or memory (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM).
     Backoff,
     /// The timeout of the request pending on this side (`Request::timeout`).
     Request(Side),

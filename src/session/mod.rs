@@ -52,6 +52,7 @@ pub use conn::Connection;
 #[cfg(not(loom))]
 pub use server::{Builder, Server, Summary};
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -122,6 +123,17 @@ pub struct Outbox<'a> {
     conn: &'a Connection,
 }
 
+/// Shows the connection's id, the bytes queued in this call and whether a close was asked.
+impl fmt::Debug for Outbox<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("connection", &self.conn.id())
+            .field("queued", &self.buf.len())
+            .field("close", &self.close)
+            .finish()
+    }
+}
+
 impl<'a> Outbox<'a> {
     pub(crate) fn new(buf: &'a mut Vec<u8>, conn: &'a Connection) -> Outbox<'a> {
         Outbox { buf, close: false, conn }
@@ -155,7 +167,21 @@ impl<'a> Outbox<'a> {
 
 /// Limits that bound what one connection may hold in memory. Changed at run time with
 /// [`Server::set_limits`]; a change applies to the next check on every connection.
+///
+/// Start from [`Limits::default`] and change what differs with the `with_*` setters, one per
+/// field, which chain; the fields can be read (and assigned) directly. New limits may be added
+/// in later versions, so the struct cannot be built with a literal outside this crate.
+///
+/// ```
+/// use cport::session::Limits;
+/// use std::time::Duration;
+///
+/// let limits = Limits::default().with_max_outbox(1 << 20).with_linger(Duration::ZERO);
+/// assert_eq!((limits.max_outbox, limits.linger), (1 << 20, Duration::ZERO));
+/// assert_eq!(limits.read_size, Limits::default().read_size);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Output queued and not yet taken by the peer beyond which the connection is closed with
     /// `LimitExceeded` (default 4 MiB).
@@ -199,6 +225,48 @@ impl Default for Limits {
 pub const MAX_READ_SIZE: usize = 64 << 20;
 
 impl Limits {
+    /// These limits with [`Limits::max_outbox`] set to `bytes`.
+    #[must_use = "with_max_outbox returns the changed limits"]
+    pub fn with_max_outbox(mut self, bytes: usize) -> Limits {
+        self.max_outbox = bytes;
+        self
+    }
+
+    /// These limits with [`Limits::pause_reading_at`] set to `bytes`.
+    #[must_use = "with_pause_reading_at returns the changed limits"]
+    pub fn with_pause_reading_at(mut self, bytes: usize) -> Limits {
+        self.pause_reading_at = bytes;
+        self
+    }
+
+    /// These limits with [`Limits::max_input`] set to `bytes`.
+    #[must_use = "with_max_input returns the changed limits"]
+    pub fn with_max_input(mut self, bytes: usize) -> Limits {
+        self.max_input = bytes;
+        self
+    }
+
+    /// These limits with [`Limits::read_size`] set to `bytes`.
+    #[must_use = "with_read_size returns the changed limits"]
+    pub fn with_read_size(mut self, bytes: usize) -> Limits {
+        self.read_size = bytes;
+        self
+    }
+
+    /// These limits with [`Limits::max_connections`] set to `n`.
+    #[must_use = "with_max_connections returns the changed limits"]
+    pub fn with_max_connections(mut self, n: usize) -> Limits {
+        self.max_connections = n;
+        self
+    }
+
+    /// These limits with [`Limits::linger`] set to `after`.
+    #[must_use = "with_linger returns the changed limits"]
+    pub fn with_linger(mut self, after: Duration) -> Limits {
+        self.linger = after;
+        self
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if self.read_size == 0 || self.max_outbox == 0 || self.pause_reading_at == 0 || self.max_input == 0 {
             return Err(Error::invalid(format!("session limits must not be zero: {self:?}")));

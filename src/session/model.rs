@@ -18,6 +18,12 @@ pub struct Host {
     conn: Connection,
 }
 
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("connection", &self.conn).finish()
+    }
+}
+
 impl Host {
     /// Assigns `driver` to `port` under `token` and opens a connection on it with `session`:
     /// the session's `opened` runs and the first read starts, as for an accepted connection.

@@ -204,6 +204,24 @@ impl Default for Builder {
 
 impl Builder {
     /// The memory limits of each connection (default [`Limits::default`]).
+    ///
+    /// ```
+    /// use cport::session::{Limits, Server};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let limits = Limits::default().with_max_connections(100).with_max_outbox(1 << 20);
+    /// let server = Server::builder().limits(limits.clone()).bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// assert_eq!(server.limits(), limits);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `bind` or `listen` is called"]
     pub fn limits(mut self, limits: Limits) -> Builder {
         self.limits = limits;
         self
@@ -211,6 +229,36 @@ impl Builder {
 
     /// Worker threads of the server's port (default 0: the threads that handle completions do
     /// the I/O themselves, which is what an embedding in a pool wants).
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::{Read, Write};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// // With a worker the I/O moves on its own; a thread still has to handle the completions.
+    /// let server = Server::builder().threads(1).bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let runner = {
+    ///     let server = server.clone();
+    ///     std::thread::spawn(move || server.run())
+    /// };
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.write_all(b"hi")?;
+    /// let mut got = [0; 2];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"HI");
+    /// drop(client);
+    /// server.stop(std::time::Duration::from_secs(5));
+    /// runner.join().expect("no panic")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `bind` or `listen` is called"]
     pub fn threads(mut self, n: usize) -> Builder {
         self.threads = n;
         self
@@ -219,6 +267,27 @@ impl Builder {
     /// How long each loop placed with [`Server::run_on`] waits for I/O before it yields to the
     /// pool's other work (default 2 ms). Longer saves idle wake-ups; shorter lets other work
     /// in the pool start sooner.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().pool_slice(Duration::from_millis(10)).bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    /// server.run_on(&pool, 1); // its loop lets the pool run other work every 10 ms
+    /// assert_eq!(pool.install(|| 6 * 7), 42);
+    /// server.stop(Duration::from_secs(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `bind` or `listen` is called"]
     pub fn pool_slice(mut self, slice: Duration) -> Builder {
         self.slice = slice;
         self
@@ -227,6 +296,24 @@ impl Builder {
     /// Whether accepted connections get `TCP_NODELAY` (default true): each session call's
     /// output goes out as one write, and with Nagle's algorithm on, a second small write waits
     /// for the peer's delayed acknowledgement (tens of milliseconds).
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// // Nagle's algorithm stays on for accepted connections.
+    /// let server = Server::builder().nodelay(false).bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// # drop(server);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `bind` or `listen` is called"]
     pub fn nodelay(mut self, on: bool) -> Builder {
         self.nodelay = on;
         self
@@ -234,6 +321,24 @@ impl Builder {
 
     /// Listens on `addr` (port 0: any free port) and starts accepting; `factory` makes the
     /// session of each connection.
+    ///
+    /// ```
+    /// use cport::{session::Server, ErrorKind};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// // The address is taken now.
+    /// let taken = Server::builder().bind(server.local_addr(), |_| Box::new(Upper)).unwrap_err();
+    /// assert_eq!(taken.kind(), ErrorKind::Os(std::io::ErrorKind::AddrInUse));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `Os` if the address cannot be bound; `InvalidInput` for zero limits.
@@ -245,7 +350,25 @@ impl Builder {
         self.listen(listener, factory)
     }
 
-    /// Listens on `ip` at the first free port of `range` (seed 004's port restriction).
+    /// Listens on `ip` at the first free port of `range`, for a server that a firewall admits
+    /// only on some ports.
+    ///
+    /// ```
+    /// use cport::{net::PortRange, session::Server};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let range: PortRange = "40000-59999".parse()?;
+    /// let server = Server::builder().bind_in_range("127.0.0.1".parse()?, &range, |_| Box::new(Upper))?;
+    /// assert!(range.contains(server.local_addr().port()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `Os(AddrInUse)` when every port of the range is taken; otherwise as [`Builder::bind`].
@@ -259,6 +382,24 @@ impl Builder {
 
     /// Like [`Builder::bind`], on a listener bound already (a port from a
     /// [`PortRange`](crate::net::PortRange), an inherited socket).
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?; // set options on it first if need be
+    /// let addr = listener.local_addr()?;
+    /// let server = Server::builder().listen(listener, |_| Box::new(Upper))?;
+    /// assert_eq!(server.local_addr(), addr);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Builder::bind`].
@@ -290,17 +431,71 @@ impl Builder {
 
 impl Server {
     /// A builder with the default limits and no worker threads.
+    ///
+    /// ```
+    /// use cport::session::{Limits, Server};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder()
+    ///     .limits(Limits::default().with_max_connections(1000))
+    ///     .bind("127.0.0.1:0".parse()?, |_conn| Box::new(Upper))?;
+    /// assert_eq!(server.connections(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a builder does nothing until `bind` or `listen` is called"]
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// The address the server listens on.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// assert_ne!(server.local_addr().port(), 0, "the port the kernel picked");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
     }
 
     /// What a peer needs to connect to this server: the listening address, or every local
     /// address with the server's port when it listens on all of them (0.0.0.0 or ::).
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let description = server.host_description()?;
+    /// assert_eq!(description.addrs(), [server.local_addr()]);
+    /// let text = description.to_string(); // "127.0.0.1:<port>", for the peer
+    /// # drop(text);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`HostDescription::local`].
@@ -314,21 +509,108 @@ impl Server {
     }
 
     /// Connections open right now.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let client = std::net::TcpStream::connect(server.local_addr())?;
+    /// while server.connections() == 0 {
+    ///     server.poll(Some(Duration::from_millis(10)))?; // accepts it
+    /// }
+    /// assert_eq!(server.connections(), 1);
+    /// # drop(client);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connections(&self) -> usize {
         self.read_table().len
     }
 
     /// Handles to every open connection (to broadcast, or to close some).
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::Read;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// while server.connections() == 0 {
+    ///     server.poll(Some(Duration::from_millis(10)))?;
+    /// }
+    /// for conn in server.connection_list() {
+    ///     assert_eq!(conn.peer_addr(), Some(client.local_addr()?));
+    ///     conn.send(b"news\n")?; // a broadcast
+    /// }
+    /// server.poll(Some(Duration::from_millis(10)))?;
+    /// let mut got = [0; 5];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"news\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connection_list(&self) -> Vec<Connection> {
         self.read_table().conns()
     }
 
     /// The limits in force.
+    ///
+    /// ```
+    /// use cport::session::{Limits, Server};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// assert_eq!(server.limits(), Limits::default());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn limits(&self) -> Limits {
         Limits::clone(&self.shared.common.limits.load())
     }
 
     /// Replaces the limits; every connection uses the new ones from its next check on.
+    ///
+    /// ```
+    /// use cport::{session::Server, ErrorKind};
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// server.set_limits(server.limits().with_max_connections(10))?;
+    /// assert_eq!(server.limits().max_connections, 10);
+    /// let zero = server.set_limits(server.limits().with_read_size(0)).unwrap_err();
+    /// assert_eq!(zero.kind(), ErrorKind::InvalidInput);
+    /// assert_eq!(server.limits().read_size, 16 << 10, "the old limits stay");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for a zero limit (the old limits stay).
@@ -339,6 +621,39 @@ impl Server {
     }
 
     /// Replaces the session factory; connections accepted from now on get sessions from it.
+    ///
+    /// ```
+    /// use cport::session::{Outbox, Server, Session};
+    /// use std::io::Read;
+    ///
+    /// /// Greets with its version, then ignores what it receives.
+    /// struct Greeter(&'static [u8]);
+    ///
+    /// impl Session for Greeter {
+    ///     fn opened(&mut self, out: &mut Outbox<'_>) -> cport::Result<()> {
+    ///         out.send(self.0);
+    ///         Ok(())
+    ///     }
+    ///     fn receive(&mut self, data: &[u8], _out: &mut Outbox<'_>) -> cport::Result<usize> {
+    ///         Ok(data.len())
+    ///     }
+    /// }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Greeter(b"v1\n")))?;
+    /// server.set_factory(|_| Box::new(Greeter(b"v2\n")));
+    /// let runner = {
+    ///     let server = server.clone();
+    ///     std::thread::spawn(move || server.run())
+    /// };
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// let mut got = [0; 3];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"v2\n");
+    /// drop(client);
+    /// server.stop(std::time::Duration::from_secs(5));
+    /// runner.join().expect("no panic")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_factory<F>(&self, factory: F)
     where
         F: Fn(&Connection) -> Box<dyn Session> + Send + Sync + 'static,
@@ -347,6 +662,29 @@ impl Server {
     }
 
     /// What the server has done so far.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let client = std::net::TcpStream::connect(server.local_addr())?;
+    /// while server.summary().accepted == 0 {
+    ///     server.poll(Some(Duration::from_millis(10)))?;
+    /// }
+    /// let so_far = server.summary();
+    /// assert_eq!((so_far.accepted, so_far.open, so_far.closed), (1, 1, 0));
+    /// # drop(client);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn summary(&self) -> Summary {
         let s = &self.shared.common.stats;
         let get = |c: &StatSize| c.load(Ordering::Relaxed);
@@ -365,12 +703,64 @@ impl Server {
     }
 
     /// Whether [`Server::stop`] has finished.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// assert!(!server.is_stopped());
+    /// server.stop(Duration::from_secs(1));
+    /// assert!(server.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_stopped(&self) -> bool {
         self.shared.state.load(Ordering::SeqCst) == STOPPED
     }
 
     /// Handles completions until the server has stopped. Any number of threads may run this
     /// at once.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let runners: Vec<_> = (0..2)
+    ///     .map(|_| {
+    ///         let server = server.clone();
+    ///         std::thread::spawn(move || server.run())
+    ///     })
+    ///     .collect();
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.write_all(b"ping")?;
+    /// let mut got = [0; 4];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"PING");
+    /// drop(client);
+    /// server.stop(Duration::from_secs(5)); // ends `run` in both threads
+    /// for r in runners {
+    ///     r.join().expect("no panic")?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// Only an unexpected error of the port; `stop` ending the server is `Ok`.
@@ -388,6 +778,32 @@ impl Server {
     /// Waits up to `timeout` (`None`: no limit) for completions and handles those that are
     /// there, a batch at most; returns how many it handled (0 on timeout). For loops of one's
     /// own.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.write_all(b"abc")?;
+    /// // A loop of one's own: here, until the reply has been handled.
+    /// while server.summary().bytes_out < 3 {
+    ///     server.poll(Some(Duration::from_millis(10)))?;
+    /// }
+    /// let mut got = [0; 3];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"ABC");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `PortClosed` once the server has stopped; `InvalidInput` when called from inside a
@@ -411,6 +827,32 @@ impl Server {
     /// stops, so an application with a rayon pool needs no threads of its own for them. Each
     /// loop waits in the port at most [`Builder::pool_slice`] at a time, then lets the pool run
     /// other work ([`rayon::yield_now`]) before it goes on. Returns at once.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// server.run_on(&pool, 1);
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.write_all(b"pool")?;
+    /// let mut got = [0; 4];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"POOL");
+    /// drop(client);
+    /// server.stop(Duration::from_secs(5)); // the loop ends with the server
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn run_on(&self, pool: &rayon::ThreadPool, loops: usize) {
         for _ in 0..loops.max(1) {
             let server = self.clone();
@@ -441,6 +883,32 @@ impl Server {
     ///
     /// Called from inside a session call, where waiting could wait for that very connection,
     /// it only begins the stop ([`Server::begin_stop`]) and returns the summary so far.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.write_all(b"bye")?;
+    /// drop(client);
+    /// while server.summary().closed == 0 {
+    ///     server.poll(Some(Duration::from_millis(10)))?;
+    /// }
+    /// let summary = server.stop(Duration::from_secs(5));
+    /// assert_eq!((summary.accepted, summary.closed, summary.open, summary.bytes_in), (1, 1, 0, 3));
+    /// assert_eq!(server.stop(Duration::ZERO), summary, "the same summary again");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stop(&self, timeout: Duration) -> Summary {
         if inside_session() {
             self.begin_stop();
@@ -479,6 +947,28 @@ impl Server {
     /// gone the port is shut down and [`Server::run`] returns everywhere. [`Server::stop`]
     /// waits for it, forces connections that take too long, and gives the summary. Safe to
     /// call from a session.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let runner = {
+    ///     let server = server.clone();
+    ///     std::thread::spawn(move || server.run())
+    /// };
+    /// server.begin_stop(); // returns at once; the running thread finishes the stop
+    /// runner.join().expect("no panic")?;
+    /// assert!(server.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn begin_stop(&self) {
         if self.shared.state.compare_exchange(RUNNING, STOPPING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return;

@@ -68,6 +68,12 @@ pub struct Kernel {
     state: Arc<State>,
 }
 
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").finish_non_exhaustive()
+    }
+}
+
 impl Kernel {
     /// Sets the level readiness of `fd`; waiting workers see it at once.
     pub fn set_ready(&self, fd: RawFd, readable: bool, writable: bool) {

@@ -1,7 +1,10 @@
 //! Every call into the operating system that cport makes itself lives here.
 //!
-//! - [`epoll`]: the [`Selector`] (epoll instance, the stop eventfd, the timer timerfd).
+//! - `epoll`: the `Selector` (epoll instance, the stop and poke eventfds, the timerfd).
+//! - `mock`: the `Selector` of `cfg(loom)` builds instead, a stand-in kernel that the loom
+//!   models drive (no syscalls).
 //! - [`socket`]: what `std::net` lacks: nonblocking connect, socket-type checks, `SO_ERROR`.
+//! - [`netif`]: the host's interface addresses (`getifaddrs`), for [`crate::net`].
 //!
 //! The rest of the crate (ISB state machine, queues, sleep/wake) makes no syscall; the built-in
 //! drivers do their reads and writes through `std`'s socket and file types or through [`socket`].

@@ -43,6 +43,6 @@ pub fn serve(addr: SocketAddr) -> cport::Result<Server> {
     let store = Arc::new(Store::new(SHARDS));
     // A request may carry a value of up to 512 MiB, as in Redis; the server takes that much
     // unconsumed input per connection and no more.
-    let limits = Limits { max_input: 513 << 20, ..Limits::default() };
+    let limits = Limits::default().with_max_input(513 << 20);
     Server::builder().limits(limits).bind(addr, move |_conn| Box::new(Resp { client: Client::new(store.clone()) }))
 }
