@@ -464,9 +464,16 @@ pub unsafe extern "C" fn cport_assign_fd(
         if out.is_null() {
             return invalid("cport_assign_fd: null output pointer");
         }
-        match p.port.assign_boxed(driver_for(owned), user as usize as u64) {
+        match p.port.assign_or_return(driver_for(owned), user as usize as u64) {
             Ok(isb) => write_out(out, p.handle(&isb)).map_or_else(|e| e, |()| CPORT_OK),
-            Err(e) => fail(&e),
+            Err((e, returned)) => {
+                // The fd is already one of this port's streams: it stays open for that stream
+                // (closing it would end the other stream's I/O).
+                if let Some(fd) = returned.and_then(|d| d.into_fd()) {
+                    let _ = fd.into_raw_fd();
+                }
+                fail(&e)
+            }
         }
     })
 }
@@ -488,6 +495,10 @@ pub unsafe extern "C" fn cport_listen(
             Ok(p) => p,
             Err(e) => return e,
         };
+        if out.is_null() {
+            // Checked before anything is made: a refused call binds and starts nothing.
+            return invalid("cport_listen: null output pointer");
+        }
         let addr = match text(addr, "cport_listen") {
             Ok(a) => a,
             Err(e) => return e,
@@ -524,6 +535,10 @@ pub unsafe extern "C" fn cport_connect(
             Ok(p) => p,
             Err(e) => return e,
         };
+        if out.is_null() {
+            // Checked before anything is made: a refused call binds and starts nothing.
+            return invalid("cport_connect: null output pointer");
+        }
         let addr = match text(addr, "cport_connect") {
             Ok(a) => a,
             Err(e) => return e,

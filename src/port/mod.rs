@@ -346,11 +346,22 @@ impl Port {
     ///
     /// # Errors
     /// As [`Port::assign`].
-    pub fn assign_boxed(&self, mut driver: Box<dyn Driver>, token: u64) -> Result<Isb> {
+    pub fn assign_boxed(&self, driver: Box<dyn Driver>, token: u64) -> Result<Isb> {
+        self.assign_or_return(driver, token).map_err(|(e, _)| e)
+    }
+
+    /// [`Port::assign_boxed`], except that when the fd is already assigned to this port the
+    /// driver comes back with the error instead of being dropped (which would close the fd
+    /// another stream of this port uses). The C API needs it: its callers hand over raw fds.
+    pub(crate) fn assign_or_return(
+        &self,
+        mut driver: Box<dyn Driver>,
+        token: u64,
+    ) -> std::result::Result<Isb, (Error, Option<Box<dyn Driver>>)> {
         let name = driver.name();
         // A driver refusing the fd (not a socket, the wrong kind) says `InvalidInput`, which
         // `from_io` keeps as bad input rather than an OS failure.
-        driver.attach().map_err(|e| Error::from_io(&e, format!("assign {name} {token}")))?;
+        driver.attach().map_err(|e| (Error::from_io(&e, format!("assign {name} {token}")), None))?;
         let fd = driver.fd().as_raw_fd();
         let key = self.shared.key();
         // The state is checked again after the insert: shutdown takes its snapshot of the
@@ -358,7 +369,7 @@ impl Port {
         // one whose second look sees CLOSING is removed again (ARCHITECTURE.md, "Shutdown").
         if self.shared.state.load(Ordering::SeqCst) != OPEN {
             driver.detach();
-            return Err(Error::closed());
+            return Err((Error::closed(), None));
         }
         let mut stream = None;
         let t = self.shared.streams.insert_with(|t| {
@@ -372,21 +383,24 @@ impl Port {
             if let Some(mut d) = stream.lock().driver.take() {
                 d.detach();
             }
-            return Err(Error::closed());
+            return Err((Error::closed(), None));
         }
         if let Err(e) = self.shared.selector.register(fd, stream.token.to_u64()) {
             let mut inner = stream.lock();
-            if let Some(mut d) = inner.driver.take() {
+            let mut driver = inner.driver.take();
+            if let Some(d) = driver.as_mut() {
                 d.detach();
             }
             drop(inner);
             self.shared.streams.remove(stream.token);
+            let taken = e.raw_os_error() == Some(libc::EEXIST);
             let why = match e.raw_os_error() {
                 Some(libc::EEXIST) => "the fd is already assigned to this port".to_string(),
                 Some(libc::EPERM) => "epoll cannot watch this kind of fd (a regular file or directory?)".to_string(),
                 _ => e.to_string(),
             };
-            return Err(Error::new(ErrorKind::InvalidInput, format!("assign {name} {token} (fd {fd}): {why}")));
+            let e = Error::new(ErrorKind::InvalidInput, format!("assign {name} {token} (fd {fd}): {why}"));
+            return Err((e, driver.filter(|_| taken)));
         }
         Ok(Isb { stream })
     }

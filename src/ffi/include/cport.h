@@ -151,8 +151,8 @@ int cport_post(cport_port *port, void *user, uint64_t value);
  * fd from then on (even when this fails: then it is closed) until cport_deassign gives it back.
  * Sockets are recognised (TCP or Unix stream, listener, UDP) and used with send(MSG_NOSIGNAL);
  * any other fd epoll can watch (pipe, FIFO, tty, eventfd, ...) with read(2)/write(2). It is
- * made nonblocking. CPORT_EINVAL for an fd epoll cannot watch (a regular file) or one already
- * assigned. */
+ * made nonblocking. CPORT_EINVAL for an fd epoll cannot watch (a regular file), and for an fd
+ * already assigned to this port (that one is left open: it is still the other stream's). */
 int cport_assign_fd(cport_port *port, int fd, void *user, cport_isb *out);
 
 /* Binds a listener to `addr` ("127.0.0.1:7000", "[::1]:0", port 0 = any; "unix:/path" for a
