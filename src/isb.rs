@@ -292,7 +292,14 @@ impl Inner {
         let (Some(driver), Some(p)) = (self.driver.as_mut(), self.pending[side as usize].as_mut()) else {
             return Step::Pending;
         };
-        let step = run(driver.as_mut(), p);
+        let before = p.done;
+        let mut step = run(driver.as_mut(), p);
+        if hangup && matches!(step, Step::Pending) && p.done > before {
+            // A short transfer stops before the call that would say EAGAIN; after a hang-up
+            // that call says what is left instead (end of stream after the last bytes, EPIPE),
+            // so make it rather than call the I/O abandoned.
+            step = run(driver.as_mut(), p);
+        }
         if side == Side::Read {
             // Drained: the last read came up short (or would block). The next read then waits
             // for readiness instead of trying a recv that would only say EAGAIN.

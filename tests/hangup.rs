@@ -174,3 +174,29 @@ fn read_with_min_zero_at_end_of_stream_is_eof() {
         c.status() == Status::Eof
     }));
 }
+
+/// A Unix socket or a pipe whose peer writes and closes while a read is pending: epoll reports
+/// a hang-up with the bytes, and the read ends `Eof` with them (not `Abandoned`), as on TCP.
+#[test]
+fn bytes_then_hangup_on_unix_sockets_and_pipes_are_eof_with_the_bytes() {
+    use std::os::fd::OwnedFd;
+    let port = util::port(0);
+    let (a, mut b) = util::pair();
+    let unix = port.assign(cport::driver::UnixStream::new(a), 1).unwrap();
+    let (r, w) = std::io::pipe().unwrap();
+    let pipe = port.assign(cport::driver::Fd::new(OwnedFd::from(r)), 2).unwrap();
+    port.start_io(&unix, Request::read(vec![0; 16], 8..=16)).unwrap();
+    port.start_io(&pipe, Request::read(vec![0; 16], 8..=16)).unwrap();
+    assert_quiet(&port, QUIET);
+    b.write_all(b"abc").unwrap();
+    let mut w = std::fs::File::from(OwnedFd::from(w));
+    w.write_all(b"defg").unwrap();
+    drop((b, w));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let c = next(&port);
+        seen.push((c.token(), c.status(), c.data().to_vec()));
+    }
+    seen.sort_by_key(|s| s.0);
+    assert_eq!(seen, [(1, Status::Eof, b"abc".to_vec()), (2, Status::Eof, b"defg".to_vec())]);
+}

@@ -12,7 +12,9 @@
  * Conventions
  * - Every function that can fail returns a cport_error: CPORT_OK (0) on success, else the class
  *   of the failure. The failing call's message is kept per thread: cport_last_error(). When the
- *   OS reported the failure, errno is set to its number too.
+ *   OS reported the failure, errno is set to its number too. CPORT_ETIMEDOUT and CPORT_EWOKEN
+ *   from cport_next_completion(s) are outcomes of a wait, not failures: they leave
+ *   cport_last_error() as it was (a polling loop costs no message).
  * - Pointers: a function never keeps a pointer it is given past its return, except the buffers
  *   of an I/O (see "Buffers") and the port itself. A NULL where a pointer is required is
  *   CPORT_EINVAL, never a crash.
