@@ -267,7 +267,7 @@ impl PortRange {
     /// the first other error (`ip` is not an address of this host, a port below 1024 without
     /// the privilege, ...) at once.
     pub fn bind_tcp(&self, ip: IpAddr) -> Result<TcpListener> {
-        self.bind_first(ip, "TCP listener", TcpListener::bind)
+        self.bind_first(ip, "TCP listener", crate::sys::socket::listen_tcp)
     }
 
     /// A UDP socket bound to `ip` and the first port of the range that is free, as

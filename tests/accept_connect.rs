@@ -273,3 +273,44 @@ fn listen_and_accept_many_refuse_bad_input() {
     assert_eq!(lis.local_addr().unwrap_err().kind(), ErrorKind::NotAssigned);
     let _ = std::fs::remove_file(&path);
 }
+
+/// `Port::listen` asks the kernel for a deep accept queue (capped by `net.core.somaxconn`), not
+/// std's 128: a burst of connections nobody has accepted yet waits in the queue. Past a full
+/// queue the kernel drops each SYN, on every retry while nobody accepts, so with a shallow
+/// queue the connections past it never come up.
+#[test]
+fn a_burst_of_connections_waits_in_the_accept_queue() {
+    use socket2::{Domain, Socket, Type};
+    const BURST: usize = 300;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let burst = BURST.min(somaxconn);
+    let port = cport::Port::new().unwrap();
+    let listener = port.listen("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    let addr = listener.local_addr().unwrap().into();
+    let clients: Vec<Socket> = (0..burst)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None).unwrap();
+            match s.connect(&addr) {
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                other => other.unwrap(),
+            }
+            s
+        })
+        .collect();
+    let mut waiting: Vec<libc::pollfd> = clients
+        .iter()
+        .map(|s| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLOUT, revents: 0 })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !waiting.is_empty() && std::time::Instant::now() < deadline {
+        // SAFETY: `waiting` is a live array of pollfds of open sockets.
+        let n = unsafe { libc::poll(waiting.as_mut_ptr(), waiting.len() as libc::nfds_t, 100) };
+        assert!(n >= 0, "poll: {}", io::Error::last_os_error());
+        for p in &waiting {
+            assert_eq!(p.revents & (libc::POLLERR | libc::POLLHUP), 0, "a connection failed");
+        }
+        waiting.retain(|p| p.revents & libc::POLLOUT == 0);
+    }
+    assert!(waiting.is_empty(), "{} of {burst} connections are still not up after 5 s", waiting.len());
+    drop(clients);
+}

@@ -787,7 +787,7 @@ impl Port {
     /// `Os` if the address cannot be bound (`AddrInUse`, `PermissionDenied`, ...);
     /// `PortClosed` after shutdown.
     pub fn listen(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
-        let l = std::net::TcpListener::bind(addr).map_err(|e| Error::from_io(&e, format!("listen on {addr}")))?;
+        let l = socket::listen_tcp(addr).map_err(|e| Error::from_io(&e, format!("listen on {addr}")))?;
         self.assign(driver::TcpListener::new(l), token)
     }
 
@@ -818,8 +818,7 @@ impl Port {
             // Linux would "autobind" an empty path to a random abstract address.
             return Err(Error::invalid("listen on an empty Unix socket path"));
         }
-        let l = std::os::unix::net::UnixListener::bind(path)
-            .map_err(|e| Error::from_io(&e, format!("listen on {}", path.display())))?;
+        let l = socket::listen_unix(path).map_err(|e| Error::from_io(&e, format!("listen on {}", path.display())))?;
         self.assign(driver::UnixListener::new(l), token)
     }
 

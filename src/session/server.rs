@@ -346,7 +346,7 @@ impl Builder {
     where
         F: Fn(&Connection) -> Box<dyn Session> + Send + Sync + 'static,
     {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| Error::from_io(&e, format!("bind {addr}")))?;
+        let listener = crate::sys::socket::listen_tcp(addr).map_err(|e| Error::from_io(&e, format!("bind {addr}")))?;
         self.listen(listener, factory)
     }
 

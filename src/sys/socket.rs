@@ -91,6 +91,28 @@ fn new_socket(domain: Domain) -> io::Result<Socket> {
     Socket::new(domain, Type::STREAM.nonblocking(), None)
 }
 
+/// The backlog of the listeners this crate makes: as deep as the kernel allows
+/// (`net.core.somaxconn` caps it), not std's 128, so that a burst of connections waits in the
+/// queue instead of being dropped and retried a second later by the client.
+const BACKLOG: libc::c_int = libc::c_int::MAX;
+
+/// A TCP listener bound to `addr` (with `SO_REUSEADDR`, as std binds), with the deep backlog.
+pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// A Unix-domain stream listener bound at `path`, with the deep backlog.
+pub(crate) fn listen_unix(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.bind(&SockAddr::unix(path)?)?;
+    sock.listen(BACKLOG)?;
+    Ok(std::os::unix::net::UnixListener::from(OwnedFd::from(sock)))
+}
+
 /// Result of starting a nonblocking connect.
 pub(crate) enum Connecting {
     /// Connected at once (loopback can do that).
