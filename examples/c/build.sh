@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds cport's C library and the C programs into target/c/:
 #   target/c/libcport.so, target/c/libcport.a   the library (the `ffi` feature of the crate)
-#   target/c/include/cport.h                    its header
+#   target/c/include/cport.h                    its header (and completion_port.h, the original API)
 #   target/c/echo_server                        examples/c/echo_server.c, linked statically
 # and every tests/c/*.c into target/c/test_<name> (run by tests/c/run.sh).
 # CPORT_C_CFLAGS adds compiler flags (e.g. -fsanitize=address).
@@ -14,7 +14,7 @@ export CARGO_TARGET_DIR="$out/cargo"
 cargo rustc -q -p cport --lib --release --no-default-features --features ffi --crate-type cdylib
 cargo rustc -q -p cport --lib --release --no-default-features --features ffi --crate-type staticlib
 cp "$CARGO_TARGET_DIR/release/libcport.so" "$CARGO_TARGET_DIR/release/libcport.a" "$out/"
-cp src/ffi/include/cport.h "$out/include/"
+cp src/ffi/include/cport.h src/ffi/include/completion_port.h "$out/include/"
 
 CC="${CC:-cc}"
 CFLAGS="-O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$out/include ${CPORT_C_CFLAGS:-}"

@@ -33,6 +33,7 @@ use crate::request::{Kind, Op, Request};
 use crate::sys::socket;
 use crate::Port;
 
+pub mod compat;
 #[cfg(test)]
 mod tests;
 

@@ -4,6 +4,9 @@
 
 const HEADER: &str = include_str!("include/cport.h");
 const RUST: &str = include_str!("mod.rs");
+/// The `completion_port_*` layer and its header, checked the same way.
+const COMPAT_HEADER: &str = include_str!("include/completion_port.h");
+const COMPAT_RUST: &str = include_str!("compat.rs");
 
 /// The C spelling of a Rust type of the C API.
 fn c_type(rust: &str) -> String {
@@ -15,11 +18,20 @@ fn c_type(rust: &str) -> String {
     } else {
         ("", t.as_str())
     };
+    if base == "CompletionPort" {
+        // The original API's handle: a typedef'd pointer.
+        assert_eq!(ptr, "*", "CompletionPort is only used by pointer");
+        return "COMPLETION_PORT_HANDLE".to_string();
+    }
     let base = match base {
         "CportPort" => "cport_port",
         "CportOptions" => "cport_options",
         "CportIsb" => "cport_isb",
         "CportCompletion" => "cport_completion",
+        "CompletionPortIngressData" => "COMPLETION_PORT_INGRESS_DATA",
+        "SocketHandle" => "SOCKET_HANDLE",
+        "OnEventComplete" => "ON_COMPLETION_PORT_EVENT_COMPLETE",
+        "EpollBufferData" => "EPOLL_BUFFER_DATA",
         "c_void" | "()" => "void",
         "c_char" => "char",
         "c_int" => "int",
@@ -30,17 +42,17 @@ fn c_type(rust: &str) -> String {
         "libc::iovec" => "struct iovec",
         other => panic!("a Rust type the header check does not know: {other}"),
     };
-    match ptr {
-        "*" => format!("{base} *"),
-        "const*" => format!("const {base} *"),
+    match (ptr, base) {
+        ("*", _) => format!("{base} *"),
+        ("const*", _) => format!("const {base} *"),
         _ => base.to_string(),
     }
 }
 
 /// `name -> (return type, parameter types)` of every `extern "C" fn` of the Rust side.
-fn rust_functions() -> Vec<(String, String, Vec<String>)> {
+fn rust_functions(rust: &str) -> Vec<(String, String, Vec<String>)> {
     let mut out = Vec::new();
-    for part in RUST.split("extern \"C\" fn ").skip(1) {
+    for part in rust.split("extern \"C\" fn ").skip(1) {
         let name = part[..part.find('(').unwrap()].trim().to_string();
         let args = &part[part.find('(').unwrap() + 1..part.find(')').unwrap()];
         let after = &part[part.find(')').unwrap() + 1..part.find('{').unwrap()];
@@ -58,10 +70,10 @@ fn rust_functions() -> Vec<(String, String, Vec<String>)> {
 }
 
 /// The same from the header's prototypes (`type name(type param, ...);`).
-fn header_functions() -> Vec<(String, String, Vec<String>)> {
+fn header_functions(header: &str, prefix: &str) -> Vec<(String, String, Vec<String>)> {
     // Comments out first (they span lines), then the preprocessor lines.
     let mut uncommented = String::new();
-    let mut rest = HEADER;
+    let mut rest = header;
     while let Some(i) = rest.find("/*") {
         uncommented.push_str(&rest[..i]);
         rest = rest[i..].split_once("*/").map_or("", |(_, r)| r);
@@ -71,13 +83,13 @@ fn header_functions() -> Vec<(String, String, Vec<String>)> {
     let mut out = Vec::new();
     for decl in plain.split(';') {
         let decl = decl.split_whitespace().collect::<Vec<_>>().join(" ");
-        let Some(open) = decl.find("cport_").filter(|_| decl.contains('(') && !decl.contains('{')) else {
+        let Some(open) = decl.find(prefix).filter(|_| decl.contains('(') && !decl.contains('{')) else {
             continue;
         };
         let head = &decl[..decl.find('(').unwrap()];
         let name_at = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
         let name = head[name_at..].to_string();
-        if !name.starts_with("cport_") || open > name_at {
+        if !name.starts_with(prefix) || open > name_at {
             continue;
         }
         let ret = normalize(&head[..name_at]);
@@ -113,9 +125,12 @@ fn normalize(t: &str) -> String {
 
 #[test]
 fn ffi_header_matches_the_rust_side() {
-    let rust = rust_functions();
-    let header = header_functions();
-    assert!(rust.len() >= 20, "found only {} Rust functions", rust.len());
+    check_functions(rust_functions(RUST), header_functions(HEADER, "cport_"), 20);
+    check_functions(rust_functions(COMPAT_RUST), header_functions(COMPAT_HEADER, "completion_port_"), 5);
+}
+
+fn check_functions(rust: Vec<(String, String, Vec<String>)>, header: Vec<(String, String, Vec<String>)>, least: usize) {
+    assert!(rust.len() >= least, "found only {} Rust functions", rust.len());
     let names = |v: &[(String, String, Vec<String>)]| v.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
     assert_eq!(names(&header), names(&rust), "the same functions on both sides");
     for (r, h) in rust.iter().zip(&header) {
@@ -125,7 +140,12 @@ fn ffi_header_matches_the_rust_side() {
 
 #[test]
 fn ffi_header_constants_match() {
-    let mut rust: Vec<(String, String)> = RUST
+    check_constants(RUST, HEADER, "CPORT_", 25);
+    check_constants(COMPAT_RUST, COMPAT_HEADER, "COMPLETION_PORT_", 7);
+}
+
+fn check_constants(rust: &str, header: &str, prefix: &str, least: usize) {
+    let mut rust: Vec<(String, String)> = rust
         .lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
         .filter_map(|l| {
@@ -133,24 +153,25 @@ fn ffi_header_constants_match() {
             Some((name.trim().to_string(), rest.split_once('=')?.1.trim().trim_end_matches(';').to_string()))
         })
         .collect();
-    let mut header: Vec<(String, String)> = HEADER
+    let define = format!("#define {prefix}");
+    let mut header: Vec<(String, String)> = header
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("#define CPORT_"))
+        .filter_map(|l| l.trim().strip_prefix(define.as_str()))
         .map(|l| {
             let mut w = l.split_whitespace();
-            (format!("CPORT_{}", w.next().unwrap_or("")), w.next().unwrap_or("").to_string())
+            (format!("{prefix}{}", w.next().unwrap_or("")), w.next().unwrap_or("").to_string())
         })
         .filter(|(_, value)| !value.is_empty()) // the include guard
         .collect();
     rust.sort();
     header.sort();
-    assert!(rust.len() >= 25, "found only {} constants", rust.len());
+    assert!(rust.len() >= least, "found only {} constants", rust.len());
     assert_eq!(header, rust, "the same constants with the same values");
 }
 
 /// Field names and C types of a `#[repr(C)] pub struct` of the Rust side.
-fn rust_struct(name: &str) -> Vec<(String, String)> {
-    let body = RUST.split(&format!("pub struct {name} {{")).nth(1).expect("the struct").split('}').next().unwrap();
+fn rust_struct(rust: &str, name: &str) -> Vec<(String, String)> {
+    let body = rust.split(&format!("pub struct {name} {{")).nth(1).expect("the struct").split('}').next().unwrap();
     body.lines()
         .map(str::trim)
         .filter(|l| l.starts_with("pub "))
@@ -162,9 +183,9 @@ fn rust_struct(name: &str) -> Vec<(String, String)> {
 }
 
 /// The same from the header's `typedef struct name { ... } name;`.
-fn header_struct(name: &str) -> Vec<(String, String)> {
+fn header_struct(header: &str, name: &str) -> Vec<(String, String)> {
     let body =
-        HEADER.split(&format!("typedef struct {name} {{")).nth(1).expect("the struct").split('}').next().unwrap();
+        header.split(&format!("typedef struct {name} {{")).nth(1).expect("the struct").split('}').next().unwrap();
     body.lines()
         .map(|l| l.split("/*").next().unwrap_or("").trim())
         .filter(|l| l.ends_with(';'))
@@ -181,6 +202,12 @@ fn ffi_header_structs_match() {
     for (rust, c) in
         [("CportOptions", "cport_options"), ("CportIsb", "cport_isb"), ("CportCompletion", "cport_completion")]
     {
-        assert_eq!(header_struct(c), rust_struct(rust), "the fields of {c}");
+        assert_eq!(header_struct(HEADER, c), rust_struct(RUST, rust), "the fields of {c}");
+    }
+    for (rust, c) in [
+        ("EpollBufferData", "EPOLL_BUFFER_DATA_TAG"),
+        ("CompletionPortIngressData", "COMPLETION_PORT_INGRESS_DATA_TAG"),
+    ] {
+        assert_eq!(header_struct(COMPAT_HEADER, c), rust_struct(COMPAT_RUST, rust), "the fields of {c}");
     }
 }

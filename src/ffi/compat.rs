@@ -1,0 +1,395 @@
+//! `completion_port.h`: the `completion_port_*` calls of the epoll module cport grew from, with
+//! their callbacks and OK / ERROR / ABANDONED results, on top of a [`Port`]. A program written
+//! against that module links against this one instead.
+//!
+//! Shape: one port with one thread of its own that waits in `next_completion` (doing the I/O
+//! itself) and runs every callback, one at a time, as the original's worker did. The caller
+//! keeps its socket: the port works on a duplicate, closed by `completion_port_remove` or the
+//! last `completion_port_dec_ref`. Unlike the original, every accepted request ends in exactly
+//! one callback: a request still pending when its socket is removed or the port goes gets
+//! `COMPLETION_PORT_CLOSING`.
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::{driver_for, lend, set_last};
+use crate::completion::{Completion, Status};
+use crate::error::ErrorKind;
+use crate::isb::Isb;
+use crate::request::{Kind, Op, Request};
+use crate::Port;
+
+/// A socket, as the original API names it.
+pub type SocketHandle = c_int;
+
+/// The callback of one request: `(context, action, result, amount transferred)`.
+pub type OnEventComplete = Option<unsafe extern "C" fn(*mut c_void, c_int, c_int, i32)>;
+
+/// Actions (the callback's second argument).
+pub const COMPLETION_PORT_EPOLL_EPOLLRDHUP: c_int = 0;
+/// A receive finished.
+pub const COMPLETION_PORT_EPOLL_EPOLLIN: c_int = 1;
+/// A send finished.
+pub const COMPLETION_PORT_EPOLL_EPOLLOUT: c_int = 2;
+/// The request ended unfinished: its socket was removed or the port went away.
+pub const COMPLETION_PORT_CLOSING: c_int = 3;
+
+/// Results (the callback's third argument).
+pub const COMPLETION_PORT_RESULT_OK: c_int = 0;
+/// The OS reported an error.
+pub const COMPLETION_PORT_RESULT_ERROR: c_int = 1;
+/// The peer hung up or reset, or the request was ended by remove or teardown.
+pub const COMPLETION_PORT_RESULT_ABANDONED: c_int = 2;
+
+/// A buffer of the caller's, lent until the request's callback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EpollBufferData {
+    /// The memory.
+    pub buffer: *mut c_void,
+    /// Its length in bytes.
+    pub length: u32,
+}
+
+/// One request for `completion_port_add`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CompletionPortIngressData {
+    /// `EPOLLIN` (receive into the buffer), `EPOLLOUT` (send all of it) or `EPOLLRDHUP`
+    /// (tell when the peer hangs up).
+    pub epoll_op: c_int,
+    /// The caller's socket (it stays the caller's).
+    pub socket: SocketHandle,
+    /// Called once when the request ends.
+    pub event_callback: OnEventComplete,
+    /// Its first argument.
+    pub event_callback_ctx: *mut c_void,
+    /// The buffer of a receive or send.
+    pub buffer_data: EpollBufferData,
+}
+
+/// A callback and its context, called on the port's thread.
+#[derive(Clone, Copy)]
+struct Callback {
+    f: unsafe extern "C" fn(*mut c_void, c_int, c_int, i32),
+    ctx: *mut c_void,
+}
+
+// SAFETY: the header asks that a context may be used from the port's thread; it is only
+// passed back to the callback there.
+unsafe impl Send for Callback {}
+
+impl Callback {
+    fn call(self, action: c_int, result: c_int, amount: i32) {
+        // SAFETY: a callback the caller gave, called with its own context, as documented.
+        unsafe { (self.f)(self.ctx, action, result, amount) }
+    }
+}
+
+/// One socket's requests.
+#[derive(Default)]
+struct Entry {
+    receive: Option<Callback>,
+    send: Option<Callback>,
+    hangup: Option<Callback>,
+    removed: bool,
+}
+
+impl Entry {
+    fn finished(&self) -> bool {
+        self.removed && self.receive.is_none() && self.send.is_none() && self.hangup.is_none()
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    /// The caller's socket -> the stream of its duplicate (and its token).
+    sockets: HashMap<c_int, (u64, Isb)>,
+    /// Stream token -> requests. An entry outlives its socket's removal until its last
+    /// callback ran.
+    entries: HashMap<u64, Entry>,
+    next_token: u64,
+}
+
+struct Shared {
+    port: Port,
+    table: Mutex<Table>,
+}
+
+impl Shared {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A callback never runs under the lock, so a poisoned lock only means a panic in
+        // this file's own bookkeeping: keep going with the table as it is.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The port's thread: takes completions and runs their callbacks until the port is
+    /// shut down and drained, then ends the hang-up watches left.
+    fn run(&self) {
+        loop {
+            match self.port.next_completion(None) {
+                Ok(Some(c)) => self.dispatch(c),
+                Ok(None) => {}
+                Err(e) if e.kind() == ErrorKind::PortClosed => break,
+                Err(e) => {
+                    set_last(&format!("completion port thread: {e:#}"));
+                    break;
+                }
+            }
+        }
+        let left: Vec<Callback> = {
+            let mut t = self.table();
+            t.entries.drain().flat_map(|(_, e)| [e.receive, e.send, e.hangup]).flatten().collect()
+        };
+        for cb in left {
+            cb.call(COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+        }
+    }
+
+    fn dispatch(&self, c: Completion) {
+        let token = c.token();
+        let (status, amount) = (c.status(), i32::try_from(c.bytes()).unwrap_or(i32::MAX));
+        let receive = match c.op() {
+            Op::Read => true,
+            Op::Write => false,
+            Op::Post => {
+                // Posted by remove: the hang-up watch of a removed socket ends.
+                let cb = self.take(token, |e| e.hangup.take());
+                if let Some(cb) = cb {
+                    cb.call(COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+                }
+                return;
+            }
+            _ => return,
+        };
+        // The completion holds the caller's buffer only as a loan: dropping it frees nothing.
+        drop(c);
+        let hung_up = matches!(status, Status::Eof | Status::Abandoned);
+        let (cb, watch) = {
+            let mut t = self.table();
+            let Some(e) = t.entries.get_mut(&token) else { return };
+            let cb = if receive { e.receive.take() } else { e.send.take() };
+            let watch = if hung_up { e.hangup.take() } else { None };
+            if e.finished() {
+                t.entries.remove(&token);
+            }
+            (cb, watch)
+        };
+        let action = match (status, receive) {
+            (Status::Cancelled, _) => COMPLETION_PORT_CLOSING,
+            (_, true) => COMPLETION_PORT_EPOLL_EPOLLIN,
+            (_, false) => COMPLETION_PORT_EPOLL_EPOLLOUT,
+        };
+        let result = match status {
+            Status::Ok | Status::Eof => COMPLETION_PORT_RESULT_OK,
+            Status::Abandoned | Status::Cancelled => COMPLETION_PORT_RESULT_ABANDONED,
+            Status::TimedOut | Status::Failed => COMPLETION_PORT_RESULT_ERROR,
+        };
+        if let Some(cb) = cb {
+            cb.call(action, result, amount);
+        }
+        if let Some(w) = watch {
+            w.call(COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
+        }
+    }
+
+    fn take(&self, token: u64, f: impl FnOnce(&mut Entry) -> Option<Callback>) -> Option<Callback> {
+        let mut t = self.table();
+        let e = t.entries.get_mut(&token)?;
+        let cb = f(e);
+        if e.finished() {
+            t.entries.remove(&token);
+        }
+        cb
+    }
+
+    /// The stream of the caller's `socket`, assigned (as a duplicate) on first use.
+    fn stream(&self, t: &mut Table, socket: c_int) -> Result<(u64, Isb), String> {
+        if let Some(s) = t.sockets.get(&socket) {
+            return Ok(s.clone());
+        }
+        if socket < 0 {
+            return Err(format!("bad socket {socket}"));
+        }
+        // SAFETY: only borrowed for the duplicate; a closed number fails in fcntl.
+        let dup = unsafe { BorrowedFd::borrow_raw(socket) }
+            .try_clone_to_owned()
+            .map_err(|e| format!("socket {socket}: {e}"))?;
+        let token = t.next_token;
+        let isb = self.port.assign_boxed(driver_for(dup), token).map_err(|e| format!("socket {socket}: {e:#}"))?;
+        t.next_token += 1;
+        t.sockets.insert(socket, (token, isb.clone()));
+        t.entries.insert(token, Entry::default());
+        Ok((token, isb))
+    }
+
+    fn add(&self, d: &CompletionPortIngressData) -> Result<(), String> {
+        let f = d.event_callback.ok_or("no event_callback")?;
+        let cb = Callback { f, ctx: d.event_callback_ctx };
+        let known = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP;
+        let op = d.epoll_op;
+        if op & !known != 0 || op == 0 || (op & libc::EPOLLIN != 0 && op & libc::EPOLLOUT != 0) {
+            return Err(format!("epoll_op {op:#x}: want one of EPOLLIN, EPOLLOUT, EPOLLRDHUP"));
+        }
+        let mut t = self.table();
+        let (token, isb) = self.stream(&mut t, d.socket)?;
+        let entry = t.entries.get_mut(&token).expect("an entry per assigned socket");
+        let watch = op & libc::EPOLLRDHUP != 0;
+        if watch && entry.hangup.is_some() {
+            return Err(format!("socket {}: a hang-up watch is already pending", d.socket));
+        }
+        if op & (libc::EPOLLIN | libc::EPOLLOUT) != 0 {
+            let receive = op & libc::EPOLLIN != 0;
+            let slot = if receive { &mut entry.receive } else { &mut entry.send };
+            if slot.is_some() {
+                let what = if receive { "receive" } else { "send" };
+                return Err(format!("socket {}: a {what} is already pending", d.socket));
+            }
+            let len = d.buffer_data.length as usize;
+            let buf = lend(d.buffer_data.buffer, len, "completion_port_add").map_err(|_| "bad buffer_data")?;
+            let kind = if receive { Kind::Read { buf, min: 1, max: len } } else { Kind::Write { buf } };
+            // The callback is in place before the I/O starts (the table's lock keeps the
+            // port's thread from looking before this returns anyway).
+            *slot = Some(cb);
+            if let Err(e) = self.port.start_io(&isb, Request::new(kind)) {
+                *slot = None;
+                return Err(format!("socket {}: {:#}", d.socket, e.error()));
+            }
+        }
+        if watch {
+            entry.hangup = Some(cb);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, socket: c_int) {
+        let mut t = self.table();
+        let Some((token, isb)) = t.sockets.remove(&socket) else { return };
+        if let Some(e) = t.entries.get_mut(&token) {
+            e.removed = true;
+        }
+        // Pending requests end as cancelled (CLOSING on the port's thread); the post ends
+        // the hang-up watch there too, after them.
+        let _ = self.port.deassign(&isb);
+        // Fails only while the port shuts down; its thread then ends every watch left.
+        let _ = self.port.post(token, 0);
+        if t.entries.get(&token).is_some_and(Entry::finished) {
+            t.entries.remove(&token);
+        }
+    }
+}
+
+/// What a `COMPLETION_PORT_HANDLE` points to.
+pub struct CompletionPort {
+    shared: Arc<Shared>,
+    refs: AtomicUsize,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Creates a completion port with its thread; NULL on failure.
+#[no_mangle]
+pub extern "C" fn completion_port_create() -> *mut CompletionPort {
+    let made = std::panic::catch_unwind(|| {
+        let port = Port::new().map_err(|e| format!("{e:#}"))?;
+        let shared = Arc::new(Shared { port, table: Mutex::new(Table::default()) });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("completion_port".into())
+            .spawn(move || s.run())
+            .map_err(|e| format!("completion port thread: {e}"))?;
+        Ok::<_, String>(Box::into_raw(Box::new(CompletionPort {
+            shared,
+            refs: AtomicUsize::new(1),
+            thread: Some(thread),
+        })))
+    });
+    match made {
+        Ok(Ok(p)) => p,
+        Ok(Err(msg)) => {
+            set_last(&msg);
+            std::ptr::null_mut()
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// Adds a reference. NULL does nothing.
+///
+/// # Safety
+/// `cp` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn completion_port_inc_ref(cp: *mut CompletionPort) {
+    // SAFETY: the caller's promise.
+    if let Some(cp) = unsafe { cp.as_ref() } {
+        cp.refs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Drops a reference; the last ends every request (`COMPLETION_PORT_CLOSING`), stops the
+/// thread and frees the port. NULL does nothing.
+///
+/// # Safety
+/// `cp` is NULL or a live handle, not used through this reference afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn completion_port_dec_ref(cp: *mut CompletionPort) {
+    // SAFETY: the caller's promise.
+    let Some(r) = (unsafe { cp.as_ref() }) else { return };
+    if r.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    // SAFETY: the last reference: nobody else uses the box.
+    let mut cp = unsafe { Box::from_raw(cp) };
+    cp.shared.port.shutdown();
+    if let Some(t) = cp.thread.take() {
+        // From a callback (on the thread itself) the thread ends on its own once the callback
+        // returns; it holds what it needs.
+        if t.thread().id() != std::thread::current().id() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the request `ingress_data` describes. Returns 0, or non-zero (and starts nothing)
+/// for a NULL argument, no callback, a bad `epoll_op`, socket or buffer, a request of the same
+/// kind already pending on the socket, or a port shutting down.
+///
+/// # Safety
+/// `cp` is NULL or a live handle; `ingress_data` is NULL or points to a request whose buffer
+/// stays valid and untouched until its callback.
+#[no_mangle]
+pub unsafe extern "C" fn completion_port_add(
+    cp: *mut CompletionPort,
+    ingress_data: *const CompletionPortIngressData,
+) -> c_int {
+    // SAFETY: the caller's promise.
+    let (Some(cp), Some(d)) = (unsafe { cp.as_ref() }, unsafe { ingress_data.as_ref() }) else {
+        set_last("completion_port_add: NULL argument");
+        return -1;
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cp.shared.add(d))) {
+        Ok(Ok(())) => 0,
+        Ok(Err(msg)) => {
+            set_last(&format!("completion_port_add: {msg}"));
+            -1
+        }
+        Err(_) => -1,
+    }
+}
+
+/// Stops using `socket`: its pending requests end with `COMPLETION_PORT_CLOSING` on the port's
+/// thread, and the port's duplicate of it is closed (the caller's socket stays open). An
+/// unknown socket or NULL does nothing.
+///
+/// # Safety
+/// `cp` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn completion_port_remove(cp: *mut CompletionPort, socket: SocketHandle) {
+    // SAFETY: the caller's promise.
+    if let Some(cp) = unsafe { cp.as_ref() } {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cp.shared.remove(socket)));
+    }
+}

@@ -1,0 +1,238 @@
+/*
+ * completion_port.h, the original module's API on a cport port: receives, sends and hang-up
+ * watches with their callbacks and results, refused requests, remove and the last dec_ref
+ * with requests pending (each ends in exactly one COMPLETION_PORT_CLOSING callback), and a
+ * last dec_ref from inside a callback. Callbacks must run on the port's thread, one at a
+ * time. Run under valgrind by tests/c/run.sh.
+ */
+#include "check.h"
+
+#include <completion_port.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+/* What the callbacks saw, for the main thread to wait on. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
+static int in_callback;
+static pthread_t main_thread;
+
+struct request {
+    int calls;
+    int action, result, amount;
+};
+
+static void on_event(void *context, COMPLETION_PORT_EPOLL_ACTION action, COMPLETION_PORT_RESULT result,
+                     int32_t amount) {
+    CHECK(!pthread_equal(pthread_self(), main_thread), "callbacks run on the port's thread");
+    pthread_mutex_lock(&lock);
+    CHECK_EQ(in_callback, 0); /* one at a time */
+    in_callback = 1;
+    struct request *r = context;
+    r->calls++;
+    r->action = action;
+    r->result = result;
+    r->amount = amount;
+    in_callback = 0;
+    pthread_cond_broadcast(&changed);
+    pthread_mutex_unlock(&lock);
+}
+
+/* Waits until `r` has had its callback, then checks it had exactly one, as expected. */
+static void expect(struct request *r, int action, int result, int amount) {
+    pthread_mutex_lock(&lock);
+    while (r->calls == 0)
+        pthread_cond_wait(&changed, &lock);
+    CHECK_EQ(r->calls, 1);
+    CHECK_EQ(r->action, action);
+    CHECK_EQ(r->result, result);
+    if (amount >= 0)
+        CHECK_EQ(r->amount, amount);
+    pthread_mutex_unlock(&lock);
+}
+
+static int calls_of(struct request *r) {
+    pthread_mutex_lock(&lock);
+    int n = r->calls;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+static COMPLETION_PORT_INGRESS_DATA request(int op, int socket, struct request *r, void *buf, uint32_t len) {
+    COMPLETION_PORT_INGRESS_DATA d = {op, socket, on_event, r, {buf, len}};
+    return d;
+}
+
+static void receive_send_and_hangup(COMPLETION_PORT_HANDLE cp) {
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    char rbuf[64];
+    struct request rx = {0}, watch = {0};
+    COMPLETION_PORT_INGRESS_DATA d = request(EPOLLIN, sv[0], &rx, rbuf, sizeof rbuf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    d = request(EPOLLRDHUP, sv[0], &watch, NULL, 0);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    CHECK(write(sv[1], "hello", 5) == 5);
+    expect(&rx, COMPLETION_PORT_EPOLL_EPOLLIN, COMPLETION_PORT_RESULT_OK, 5);
+    CHECK(memcmp(rbuf, "hello", 5) == 0);
+
+    /* A send larger than the socket buffers, read by the peer meanwhile. */
+    size_t big = 1 << 20;
+    char *wbuf = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        wbuf[i] = (char)(i * 31);
+    struct request tx = {0};
+    d = request(EPOLLOUT, sv[0], &tx, wbuf, (uint32_t)big);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    char *got = malloc(big);
+    size_t have = 0;
+    while (have < big) {
+        ssize_t n = read(sv[1], got + have, big - have);
+        CHECK(n > 0);
+        have += (size_t)n;
+    }
+    expect(&tx, COMPLETION_PORT_EPOLL_EPOLLOUT, COMPLETION_PORT_RESULT_OK, (int)big);
+    CHECK(memcmp(got, wbuf, big) == 0);
+    free(got);
+    free(wbuf);
+
+    /* The peer closes: the receive ends with 0 bytes (OK), and the watch says ABANDONED. */
+    CHECK_EQ(calls_of(&watch), 0);
+    struct request eof = {0};
+    d = request(EPOLLIN, sv[0], &eof, rbuf, sizeof rbuf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    close(sv[1]);
+    expect(&eof, COMPLETION_PORT_EPOLL_EPOLLIN, COMPLETION_PORT_RESULT_OK, 0);
+    expect(&watch, COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    completion_port_remove(cp, sv[0]);
+    CHECK(fcntl(sv[0], F_GETFD) != -1, "the caller's socket stays open");
+    close(sv[0]);
+}
+
+static void refused_requests(COMPLETION_PORT_HANDLE cp) {
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    char buf[8];
+    struct request r = {0};
+    COMPLETION_PORT_INGRESS_DATA d = request(EPOLLIN, sv[0], &r, buf, sizeof buf);
+    CHECK(completion_port_add(NULL, &d) != 0);
+    CHECK(completion_port_add(cp, NULL) != 0);
+    int bad_ops[] = {0, EPOLLIN | EPOLLOUT, EPOLLPRI, EPOLLIN | EPOLLET};
+    for (size_t i = 0; i < sizeof bad_ops / sizeof *bad_ops; i++) {
+        d = request(bad_ops[i], sv[0], &r, buf, sizeof buf);
+        CHECK(completion_port_add(cp, &d) != 0, "epoll_op %#x", bad_ops[i]);
+    }
+    d = request(EPOLLIN, sv[0], &r, buf, sizeof buf);
+    d.event_callback = NULL;
+    CHECK(completion_port_add(cp, &d) != 0);
+    d = request(EPOLLIN, sv[0], &r, NULL, sizeof buf);
+    CHECK(completion_port_add(cp, &d) != 0);
+    d = request(EPOLLOUT, sv[0], &r, buf, 0);
+    CHECK(completion_port_add(cp, &d) != 0);
+    d = request(EPOLLIN, -1, &r, buf, sizeof buf);
+    CHECK(completion_port_add(cp, &d) != 0);
+    d = request(EPOLLIN, 999999, &r, buf, sizeof buf); /* not an open fd */
+    CHECK(completion_port_add(cp, &d) != 0);
+    CHECK(cport_last_error()[0] != '\0');
+
+    /* One receive at a time per socket; the refused second one gets no callback. */
+    struct request first = {0}, second = {0};
+    char buf2[8];
+    d = request(EPOLLIN, sv[0], &first, buf, sizeof buf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    d = request(EPOLLIN, sv[0], &second, buf2, sizeof buf2);
+    CHECK(completion_port_add(cp, &d) != 0);
+
+    struct request w = {0};
+    d = request(EPOLLRDHUP, sv[0], &w, NULL, 0);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    CHECK(completion_port_add(cp, &d) != 0); /* one watch at a time too */
+
+    /* Remove with the receive and the watch pending: each ends CLOSING, once. */
+    completion_port_remove(cp, sv[0]);
+    expect(&first, COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    expect(&w, COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    completion_port_remove(cp, sv[0]); /* again: unknown now, nothing happens */
+    completion_port_remove(NULL, sv[0]);
+    CHECK_EQ(calls_of(&second), 0);
+    CHECK_EQ(calls_of(&r), 0);
+    CHECK(write(sv[0], "x", 1) == 1, "the caller's socket still works");
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void last_dec_ref_with_requests_pending(void) {
+    COMPLETION_PORT_HANDLE cp = completion_port_create();
+    CHECK(cp != NULL);
+    completion_port_inc_ref(cp);
+    completion_port_dec_ref(cp); /* not the last */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    char *buf = malloc(32);
+    struct request rx = {0};
+    COMPLETION_PORT_INGRESS_DATA d = request(EPOLLIN | EPOLLRDHUP, sv[0], &rx, buf, 32);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    completion_port_dec_ref(cp);
+    /* The thread was joined: the callbacks already ran (the receive and its watch share one
+     * context here, so two calls). */
+    CHECK_EQ(calls_of(&rx), 2);
+    CHECK_EQ(rx.action, COMPLETION_PORT_CLOSING);
+    free(buf); /* the port is gone; valgrind would see a later touch */
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* The last reference dropped by a callback on the port's own thread. */
+struct self_drop {
+    COMPLETION_PORT_HANDLE cp;
+    int done;
+};
+
+static void drop_port(void *context, COMPLETION_PORT_EPOLL_ACTION action, COMPLETION_PORT_RESULT result,
+                      int32_t amount) {
+    (void)action;
+    (void)result;
+    (void)amount;
+    struct self_drop *s = context;
+    completion_port_dec_ref(s->cp);
+    pthread_mutex_lock(&lock);
+    s->done = 1;
+    pthread_cond_broadcast(&changed);
+    pthread_mutex_unlock(&lock);
+}
+
+static void dec_ref_from_a_callback(void) {
+    struct self_drop s = {completion_port_create(), 0};
+    CHECK(s.cp != NULL);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    char buf[8];
+    COMPLETION_PORT_INGRESS_DATA d = {EPOLLIN, sv[0], drop_port, &s, {buf, sizeof buf}};
+    CHECK_EQ(completion_port_add(s.cp, &d), 0);
+    CHECK(write(sv[1], "q", 1) == 1);
+    pthread_mutex_lock(&lock);
+    while (!s.done)
+        pthread_cond_wait(&changed, &lock);
+    pthread_mutex_unlock(&lock);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+int main(void) {
+    test_start("compat", 30);
+    main_thread = pthread_self();
+    completion_port_inc_ref(NULL);
+    completion_port_dec_ref(NULL);
+    COMPLETION_PORT_HANDLE cp = completion_port_create();
+    CHECK(cp != NULL);
+    receive_send_and_hangup(cp);
+    refused_requests(cp);
+    completion_port_dec_ref(cp);
+    last_dec_ref_with_requests_pending();
+    dec_ref_from_a_callback();
+    test_pass();
+    return 0;
+}
