@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Each server runs in its own child process (this binary re-executed as
-//! `echo_bench serve <kind> <threads>`, which prints `listening <addr>` first), a fresh one per
+//! `echo_bench serve <kind> <threads>`, which prints `listening <addr>` first; for `cport-c`,
+//! the C echo server on cport's C API, `target/c/echo_server 127.0.0.1:0 <threads>`, which
+//! `examples/c/build.sh` builds and this bench does not), a fresh one per
 //! measurement, so its CPU time (utime+stime from /proc/<pid>/stat over the measured window)
 //! and peak RSS (VmHWM) are its own. The client lives in this process: N threads (default 1),
 //! each an edge-triggered epoll loop over its share of the C connections, each connection
@@ -27,6 +29,10 @@
 //! at 16 connections, 64 B, in extra runs outside the matrix, and reports syscalls and context
 //! switches per message.
 //!
+//! `cport-c` is the C API's cost made visible: the same default configuration as `cport` (no
+//! workers, as many threads in `cport_next_completion` as `cport` has), the same inline
+//! read/write path and TCP_NODELAY; the report gives its CPU per message over `cport`'s per cell.
+//!
 //! Output in `results/` (or --out): echo.md, echo.csv, echo_rounds.csv, echo.svg (64 B) and
 //! echo_4096.svg (4096 B).
 
@@ -39,6 +45,7 @@ mod sys;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -53,6 +60,9 @@ const OVERSUB_THREADS: [usize; 3] = [2, 8, 32];
 
 const USAGE: &str = "usage: echo_bench [--quick] [--secs S] [--rounds R] [--out DIR] [--perf]
                   [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
+       --servers: any of cport, cport-workers, cport-c, tokio, epoll, threads (default: all but
+                cport-c); cport-c is the C echo server target/c/echo_server: build it first
+                with examples/c/build.sh
        --quick: 1 s per measurement, 1 round, 64 B messages only (about 40 s in all)
        --perf:  also measure syscalls and context switches per message with perf stat
                 (16 connections, 64 B, every server, in extra runs)
@@ -172,7 +182,8 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         perf: false,
         conns: vec![1, 16, 256, 4096],
         sizes: vec![64, 4096],
-        servers: server::KINDS.iter().map(|s| s.to_string()).collect(),
+        // cport-c needs a C build of its own (examples/c/build.sh): only when asked for.
+        servers: server::KINDS.iter().filter(|&&k| k != server::C_KIND).map(|s| s.to_string()).collect(),
         quick: false,
         client_threads: 1,
         perf_conns: 16,
@@ -252,14 +263,32 @@ impl ServerProc {
     }
 
     fn spawn(server: &Server, log: &Path) -> Result<ServerProc, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut child = Command::new(exe)
-            .args(["serve", server.kind, &server.threads.to_string()])
+        let mut cmd = if server.kind == server::C_KIND {
+            // The C echo server: `echo_server ADDR THREADS`, no workers (`cport_create_port(NULL)`).
+            let mut cmd = Command::new(server::c_server());
+            cmd.args(["127.0.0.1:0", &server.threads.max(1).to_string()]);
+            // It does not ask for it itself (the Rust servers do, `sys::die_with_parent`): the
+            // kernel kills it if the bench dies without running `Drop`.
+            // SAFETY: the closure only calls prctl, which is async-signal-safe and allocates nothing.
+            unsafe {
+                cmd.pre_exec(|| {
+                    sys::die_with_parent();
+                    Ok(())
+                });
+            }
+            cmd
+        } else {
+            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+            let mut cmd = Command::new(exe);
+            cmd.args(["serve", server.kind, &server.threads.to_string()]);
+            cmd
+        };
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -274,7 +303,7 @@ impl ServerProc {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             lines: rx,
             stdin,
-            counts: server.kind.starts_with("cport"),
+            counts: server::reports_stats(server.kind),
         };
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -449,6 +478,9 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     if (nofile as usize) < max_conns + 64 {
         eprintln!("echo_bench: warning: RLIMIT_NOFILE is {nofile}, too low for {max_conns} connections");
     }
+    if cfg.servers.iter().any(|s| s == server::C_KIND) {
+        check_c_server()?;
+    }
     std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
     let log = cfg.out.join("servers.log");
     let _ = std::fs::write(&log, "");
@@ -564,6 +596,44 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Fails unless the C echo server (`cport-c`) is built, and warns when it is older than its
+/// sources. The bench does not build it: run `examples/c/build.sh` (its own target directory,
+/// a C compiler), then the bench.
+fn check_c_server() -> Result<(), String> {
+    let exe = server::c_server();
+    let built = match std::fs::metadata(&exe).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(format!(
+                "{}: {e}: the {} server is the C echo server; build it first with examples/c/build.sh \
+                 (from the workspace root), or set CPORT_C_ECHO_SERVER to its path",
+                exe.display(),
+                server::C_KIND
+            ));
+        }
+    };
+    let newest = server::c_server_sources().iter().filter_map(|p| newest_mtime(p)).max();
+    if newest.is_some_and(|t| t > built) {
+        eprintln!(
+            "echo_bench: warning: {} is older than its sources (examples/c/echo_server.c, src/): \
+             run examples/c/build.sh to measure the current code",
+            exe.display()
+        );
+    }
+    Ok(())
+}
+
+/// The latest modification time of `p` or of any file under it.
+fn newest_mtime(p: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(p).ok()?;
+    let own = meta.modified().ok();
+    if !meta.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(p).ok()?.filter_map(|e| e.ok()).filter_map(|e| newest_mtime(&e.path()));
+    children.chain(own).max()
 }
 
 /// The entries of one round in the order to run them: cell after cell as listed, the servers

@@ -7,6 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::hist::RESOLUTION;
+use crate::server::C_KIND;
 use crate::{Cell, Entry, Measure, PerfRow};
 
 pub struct Meta {
@@ -173,7 +174,10 @@ pub fn markdown(meta: &Meta, entries: &[Entry], perf: &[PerfRow]) -> String {
         w,
         "- servers: **cport** = the default configuration (`Port::new()`: no workers), {n} threads in \
          next_completion (accept -> assign -> read_some 16 KiB -> write the bytes -> read); the headline ratios are \
-         this one's; **cport-workers** = the same with {n} dedicated workers (`echo_server --threads {n}`); **tokio** = multi-thread runtime (default workers), a task per connection, \
+         this one's; **cport-workers** = the same with {n} dedicated workers (`echo_server --threads {n}`); \
+         **cport-c** = the C echo server on cport's C API (`examples/c/echo_server.c`, `target/c/echo_server \
+         127.0.0.1:0 {n}`): the default configuration too, {n} threads in cport_next_completion, inline \
+         read/write, TCP_NODELAY; **tokio** = multi-thread runtime (default workers), a task per connection, \
          read + write_all; **epoll** = one thread, edge-triggered, libc, fixed buffer per connection (the floor); \
          **threads** = std::net, a thread per connection.",
         n = meta.workers
@@ -270,6 +274,8 @@ pub fn markdown(meta: &Meta, entries: &[Entry], perf: &[PerfRow]) -> String {
             }
         }
     }
+
+    c_api(w, entries, &sums, &cells, perf);
 
     let over: Vec<(&Entry, &Summary)> = entries.iter().zip(&sums).filter(|(e, _)| e.oversub).collect();
     if let Some((first, _)) = over.first() {
@@ -434,6 +440,90 @@ pub fn markdown(meta: &Meta, entries: &[Entry], perf: &[PerfRow]) -> String {
     s
 }
 
+/// The C API's cost: `cport-c` (the C echo server) over `cport` (the same configuration in
+/// Rust) per cell where both ran, with the per-round ratios (the two ran in the same round,
+/// minutes apart at most) beside the ratio of the medians. The goal: <= 1.05x CPU per message.
+fn c_api(w: &mut String, entries: &[Entry], sums: &[Summary], cells: &[Cell], perf: &[PerfRow]) {
+    const GOAL: f64 = 1.05;
+    let both: Vec<Cell> = cells
+        .iter()
+        .copied()
+        .filter(|&c| find(entries, sums, c, "cport").is_some() && find(entries, sums, c, C_KIND).is_some())
+        .collect();
+    if both.is_empty() {
+        return;
+    }
+    let rounds_of = |cell: Cell, sv: &str| {
+        entries.iter().find(|e| e.cell == cell && !e.oversub && e.server.label == sv).map(|e| &e.rounds)
+    };
+    let _ = writeln!(w, "\n## C API: cport-c (C echo server) over cport (the same server in Rust)\n");
+    let _ = writeln!(
+        w,
+        "`cport-c / cport CPU` is the ratio of the medians (the goal: <= {GOAL:.2}x, the C API costing under \
+         {:.0}% CPU per message); `per round` are the ratios of the two servers' runs in the same round, and their \
+         median.\n",
+        (GOAL - 1.0) * 100.0
+    );
+    let _ = writeln!(
+        w,
+        "| conns | size | CPU µs/msg cport / cport-c | cport-c / cport CPU | <= {GOAL:.2}x | per round (median) | msgs/s cport / cport-c | cport-c / cport msgs/s |"
+    );
+    let _ = writeln!(w, "|---:|---:|---|---:|---|---|---|---:|");
+    for cell in both {
+        let (r, c) = (
+            find(entries, sums, cell, "cport").expect("filtered"),
+            find(entries, sums, cell, C_KIND).expect("filtered"),
+        );
+        let cpu = ratio(Some(c.cpu_us_per_msg), Some(r.cpu_us_per_msg));
+        let per_round: Vec<f64> = match (rounds_of(cell, "cport"), rounds_of(cell, C_KIND)) {
+            (Some(a), Some(b)) => a
+                .iter()
+                .zip(b)
+                .filter_map(|(a, b)| match (a, b) {
+                    (Ok(a), Ok(b)) if a.cpu_us_per_msg > 0.0 => Some(b.cpu_us_per_msg / a.cpu_us_per_msg),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let rounds = if per_round.is_empty() {
+            "–".to_string()
+        } else {
+            let list: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{} ({:.2}x)", list.join(", "), median(per_round.clone()))
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} / {} | {} | {} | {} | {} / {} | {} |",
+            cell.conns,
+            fmt_size(cell.size),
+            fmt_us(r.cpu_us_per_msg),
+            fmt_us(c.cpu_us_per_msg),
+            fmt_ratio(cpu),
+            cpu.map_or("–".into(), |x| if x <= GOAL { "yes".to_string() } else { "**no**".to_string() }),
+            rounds,
+            fmt_rate(r.msgs_per_s),
+            fmt_rate(c.msgs_per_s),
+            fmt_ratio(ratio(Some(c.msgs_per_s), Some(r.msgs_per_s))),
+        );
+    }
+    let syscalls = |sv: &str| {
+        let p = perf.iter().find(|p| p.server == sv)?;
+        let (m, c) = p.result.as_ref().ok()?;
+        Some((p.cell, c.syscalls as f64 / m.msgs as f64, c.context_switches as f64 / m.msgs as f64))
+    };
+    if let (Some((cell, rs, rc)), Some((_, cs, cc))) = (syscalls("cport"), syscalls(C_KIND)) {
+        let _ = writeln!(
+            w,
+            "\nperf stat at {} connections, {}: syscalls/msg cport {rs:.2}, cport-c {cs:.2} ({}); context \
+             switches/msg cport {rc:.3}, cport-c {cc:.3}.",
+            cell.conns,
+            fmt_size(cell.size),
+            fmt_ratio(ratio(Some(cs), Some(rs)))
+        );
+    }
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -519,6 +609,7 @@ fn color(server: &str) -> RGBColor {
         "tokio" => RGBColor(31, 119, 180),
         "epoll" => RGBColor(44, 160, 44),
         "threads" => RGBColor(127, 127, 127),
+        C_KIND => RGBColor(255, 127, 14),
         _ => RGBColor(148, 103, 189),
     }
 }

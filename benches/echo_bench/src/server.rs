@@ -1,10 +1,14 @@
 //! The echo servers, each run in a child process by the hidden `serve <kind> <threads>`
 //! subcommand. Each binds 127.0.0.1 on an ephemeral port with a backlog of 4096, prints
 //! `listening <addr>` as its first line on stdout once it is ready, and echoes until killed.
+//! The exception is `cport-c`: the C echo server on cport's C API (`examples/c/echo_server.c`,
+//! built into `target/c/echo_server` by `examples/c/build.sh`), run as
+//! `echo_server 127.0.0.1:0 <threads>`; it prints the same first line.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
@@ -19,8 +23,32 @@ const BUF: usize = 16 * 1024;
 /// Listen backlog (the kernel caps it at net.core.somaxconn).
 const BACKLOG: libc::c_int = 4096;
 
-/// The server kinds `serve` knows.
-pub const KINDS: [&str; 5] = ["cport", "cport-workers", "tokio", "epoll", "threads"];
+/// The server kinds: `serve` runs all but `cport-c`, which is a C program (see [`c_server`]).
+pub const KINDS: [&str; 6] = ["cport", "cport-workers", "cport-c", "tokio", "epoll", "threads"];
+
+/// The kind whose server is the C echo server, not this binary.
+pub const C_KIND: &str = "cport-c";
+
+/// Where `examples/c/build.sh` puts the C echo server: `target/c/echo_server` of the workspace
+/// (or `$CPORT_C_ECHO_SERVER`).
+pub fn c_server() -> PathBuf {
+    match std::env::var_os("CPORT_C_ECHO_SERVER") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/c/echo_server"),
+    }
+}
+
+/// The sources the C echo server is built from, to warn when the binary is older than they
+/// are: the C file and the crate's `src/` (the C API and everything under it).
+pub fn c_server_sources() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    vec![root.join("examples/c/echo_server.c"), root.join("src")]
+}
+
+/// Whether a server of `kind` answers `stats` with cport's counters (the Rust cport servers).
+pub fn reports_stats(kind: &str) -> bool {
+    kind.starts_with("cport") && kind != C_KIND
+}
 
 /// The cport counters a server reports when the bench writes `stats` to its stdin, in the
 /// order of its `stats ...` reply line.
@@ -55,6 +83,7 @@ pub fn main(kind: &str, threads: usize) -> Result<(), String> {
         "tokio" => serve_tokio(listener, addr),
         "epoll" => serve_epoll(listener, addr),
         "threads" => serve_threads(listener, addr),
+        C_KIND => Err(format!("{C_KIND} is the C program {}, which the bench runs itself", c_server().display())),
         _ => Err(format!("unknown server kind {kind:?} (known: {})", KINDS.join(", "))),
     }
 }
