@@ -266,6 +266,19 @@ fn listen_and_accept_many_refuse_bad_input() {
     let e = port.listen(taken, 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Os(io::ErrorKind::AddrInUse), "{e}");
     assert_eq!(port.listen_unix("", 1).unwrap_err().kind(), ErrorKind::InvalidInput);
+    // A NUL would bind the abstract namespace (leading) or a shorter path (inside): refused.
+    let cut = socket_path("unix-cut");
+    let with_nul = format!("{}\0tail", cut.display());
+    for bad in ["\0abstract", with_nul.as_str()] {
+        assert_eq!(port.listen_unix(bad, 1).unwrap_err().kind(), ErrorKind::InvalidInput, "{bad:?}");
+    }
+    assert!(!cut.exists(), "nothing was bound at the path cut at the NUL");
+    // Refused after shutdown of a second port: the path is not left bound.
+    let closed = cport::Port::new().unwrap();
+    closed.shutdown();
+    let refused = socket_path("unix-refused");
+    assert_eq!(closed.listen_unix(&refused, 1).unwrap_err().kind(), ErrorKind::PortClosed);
+    assert!(!refused.exists(), "a refused listen leaves no socket file");
     let path = socket_path("unix-local");
     let ul = port.listen_unix(&path, 2).unwrap();
     assert_eq!(ul.local_addr().unwrap_err().kind(), ErrorKind::InvalidInput, "a Unix socket has no IP address");

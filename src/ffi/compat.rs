@@ -113,12 +113,23 @@ struct Table {
     /// callback ran.
     entries: HashMap<u64, Entry>,
     next_token: u64,
+    /// The last reference went: requests are refused, removes do nothing.
+    closed: bool,
 }
 
 struct Shared {
     port: Port,
     table: Mutex<Table>,
+    /// The handle, when its last reference was dropped by a callback: freed by the port's
+    /// thread once it has run its last callback, so that later callbacks may still pass it.
+    orphan: Mutex<Option<Orphan>>,
 }
+
+/// A `CompletionPort` box left to the port's thread.
+struct Orphan(*mut CompletionPort);
+
+// SAFETY: the box is only freed, once, by the port's thread.
+unsafe impl Send for Orphan {}
 
 impl Shared {
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -132,7 +143,12 @@ impl Shared {
     fn run(&self) {
         loop {
             match self.port.next_completion(None) {
-                Ok(Some(c)) => self.dispatch(c),
+                Ok(Some(c)) => {
+                    // A panic here is a bug of this file; the thread keeps serving the others.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(c))).is_err() {
+                        set_last("completion port thread: internal error (a panic); please report it");
+                    }
+                }
                 Ok(None) => {}
                 Err(e) if e.kind() == ErrorKind::PortClosed => break,
                 Err(e) => {
@@ -143,10 +159,18 @@ impl Shared {
         }
         let left: Vec<Callback> = {
             let mut t = self.table();
+            t.closed = true;
+            t.sockets.clear();
             t.entries.drain().flat_map(|(_, e)| [e.receive, e.send, e.hangup]).flatten().collect()
         };
         for cb in left {
             cb.call(COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+        }
+        let orphan = self.orphan.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Orphan(cp)) = orphan {
+            // SAFETY: the box whose last reference a callback dropped; nothing runs after
+            // this thread's callbacks, which are over.
+            drop(unsafe { Box::from_raw(cp) });
         }
     }
 
@@ -208,9 +232,9 @@ impl Shared {
     }
 
     /// The stream of the caller's `socket`, assigned (as a duplicate) on first use.
-    fn stream(&self, t: &mut Table, socket: c_int) -> Result<(u64, Isb), String> {
-        if let Some(s) = t.sockets.get(&socket) {
-            return Ok(s.clone());
+    fn stream(&self, t: &mut Table, socket: c_int) -> Result<(u64, Isb, bool), String> {
+        if let Some((token, isb)) = t.sockets.get(&socket) {
+            return Ok((*token, isb.clone(), false));
         }
         if socket < 0 {
             return Err(format!("bad socket {socket}"));
@@ -224,7 +248,7 @@ impl Shared {
         t.next_token += 1;
         t.sockets.insert(socket, (token, isb.clone()));
         t.entries.insert(token, Entry::default());
-        Ok((token, isb))
+        Ok((token, isb, true))
     }
 
     fn add(&self, d: &CompletionPortIngressData) -> Result<(), String> {
@@ -235,29 +259,61 @@ impl Shared {
         if op & !known != 0 || op == 0 || (op & libc::EPOLLIN != 0 && op & libc::EPOLLOUT != 0) {
             return Err(format!("epoll_op {op:#x}: want one of EPOLLIN, EPOLLOUT, EPOLLRDHUP"));
         }
-        let mut t = self.table();
-        let (token, isb) = self.stream(&mut t, d.socket)?;
-        let entry = t.entries.get_mut(&token).expect("an entry per assigned socket");
-        let watch = op & libc::EPOLLRDHUP != 0;
-        if watch && entry.hangup.is_some() {
-            return Err(format!("socket {}: a hang-up watch is already pending", d.socket));
-        }
-        if op & (libc::EPOLLIN | libc::EPOLLOUT) != 0 {
+        // The buffer is checked before the socket is looked at: a refused request leaves no
+        // trace.
+        let io = if op & (libc::EPOLLIN | libc::EPOLLOUT) != 0 {
+            let len = d.buffer_data.length as usize;
+            if len > i32::MAX as usize {
+                return Err(format!("buffer_data.length {len}: more than the callback's amount can say"));
+            }
+            let buf = lend(d.buffer_data.buffer, len, "completion_port_add").map_err(|_| "bad buffer_data")?;
             let receive = op & libc::EPOLLIN != 0;
+            Some(if receive { (true, Kind::Read { buf, min: 1, max: len }) } else { (false, Kind::Write { buf }) })
+        } else {
+            None
+        };
+        let mut t = self.table();
+        if t.closed {
+            return Err("the port is going away".into());
+        }
+        let (token, isb, created) = self.stream(&mut t, d.socket)?;
+        let started = self.start(&mut t, token, &isb, d.socket, io, op & libc::EPOLLRDHUP != 0, cb);
+        if started.is_err() && created {
+            // The socket was first seen by this call: forget it again.
+            t.sockets.remove(&d.socket);
+            t.entries.remove(&token);
+            let _ = self.port.deassign(&isb);
+        }
+        started
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        t: &mut Table,
+        token: u64,
+        isb: &Isb,
+        socket: c_int,
+        io: Option<(bool, Kind)>,
+        watch: bool,
+        cb: Callback,
+    ) -> Result<(), String> {
+        let entry = t.entries.get_mut(&token).ok_or("the socket is being removed")?;
+        if watch && entry.hangup.is_some() {
+            return Err(format!("socket {socket}: a hang-up watch is already pending"));
+        }
+        if let Some((receive, kind)) = io {
             let slot = if receive { &mut entry.receive } else { &mut entry.send };
             if slot.is_some() {
                 let what = if receive { "receive" } else { "send" };
-                return Err(format!("socket {}: a {what} is already pending", d.socket));
+                return Err(format!("socket {socket}: a {what} is already pending"));
             }
-            let len = d.buffer_data.length as usize;
-            let buf = lend(d.buffer_data.buffer, len, "completion_port_add").map_err(|_| "bad buffer_data")?;
-            let kind = if receive { Kind::Read { buf, min: 1, max: len } } else { Kind::Write { buf } };
             // The callback is in place before the I/O starts (the table's lock keeps the
             // port's thread from looking before this returns anyway).
             *slot = Some(cb);
-            if let Err(e) = self.port.start_io(&isb, Request::new(kind)) {
+            if let Err(e) = self.port.start_io(isb, Request::new(kind)) {
                 *slot = None;
-                return Err(format!("socket {}: {:#}", d.socket, e.error()));
+                return Err(format!("socket {socket}: {:#}", e.error()));
             }
         }
         if watch {
@@ -268,6 +324,9 @@ impl Shared {
 
     fn remove(&self, socket: c_int) {
         let mut t = self.table();
+        if t.closed {
+            return;
+        }
         let Some((token, isb)) = t.sockets.remove(&socket) else { return };
         if let Some(e) = t.entries.get_mut(&token) {
             e.removed = true;
@@ -295,7 +354,7 @@ pub struct CompletionPort {
 pub extern "C" fn completion_port_create() -> *mut CompletionPort {
     let made = std::panic::catch_unwind(|| {
         let port = Port::new().map_err(|e| format!("{e:#}"))?;
-        let shared = Arc::new(Shared { port, table: Mutex::new(Table::default()) });
+        let shared = Arc::new(Shared { port, table: Mutex::new(Table::default()), orphan: Mutex::new(None) });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("completion_port".into())
@@ -341,15 +400,26 @@ pub unsafe extern "C" fn completion_port_dec_ref(cp: *mut CompletionPort) {
     if r.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
-    // SAFETY: the last reference: nobody else uses the box.
-    let mut cp = unsafe { Box::from_raw(cp) };
-    cp.shared.port.shutdown();
-    if let Some(t) = cp.thread.take() {
-        // From a callback (on the thread itself) the thread ends on its own once the callback
-        // returns; it holds what it needs.
-        if t.thread().id() != std::thread::current().id() {
+    let last = std::panic::AssertUnwindSafe(|| {
+        // The last reference: from now on requests are refused and removes do nothing (a
+        // callback still to run may pass the handle).
+        r.shared.table().closed = true;
+        r.shared.port.shutdown();
+        let on_thread = r.thread.as_ref().is_some_and(|t| t.thread().id() == std::thread::current().id());
+        if on_thread {
+            // Called by a callback: the thread has callbacks left to run, which may still
+            // pass this handle. It frees the box after its last one.
+            *r.shared.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(Orphan(cp));
+            return;
+        }
+        // SAFETY: the last reference, and not on the port's thread: nobody else uses the box.
+        let mut cp = unsafe { Box::from_raw(cp) };
+        if let Some(t) = cp.thread.take() {
             let _ = t.join();
         }
+    });
+    if std::panic::catch_unwind(last).is_err() {
+        set_last("completion_port_dec_ref: internal error (a panic); please report it");
     }
 }
 

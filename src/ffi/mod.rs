@@ -462,6 +462,12 @@ pub unsafe extern "C" fn cport_assign_fd(
             Ok(p) => p,
             Err(e) => return e,
         };
+        if p.port.holds_fd(fd) {
+            // One of this port's streams has it: it stays open for that stream, whatever else
+            // is wrong with the call (a late assign after shutdown, a null `out`).
+            let _ = owned.into_raw_fd();
+            return invalid(&format!("cport_assign_fd: fd {fd} is already assigned to this port"));
+        }
         if out.is_null() {
             return invalid("cport_assign_fd: null output pointer");
         }

@@ -819,7 +819,10 @@ impl Port {
             return Err(Error::invalid("listen on an empty Unix socket path"));
         }
         let l = socket::listen_unix(path).map_err(|e| Error::from_io(&e, format!("listen on {}", path.display())))?;
-        self.assign(driver::UnixListener::new(l), token)
+        self.assign(driver::UnixListener::new(l), token).inspect_err(|_| {
+            // Refused (the port is shutting down): the bound path would block a retry.
+            let _ = std::fs::remove_file(path);
+        })
     }
 
     /// Cancels the I/O pending on `isb` (both sides). Each cancelled I/O still queues exactly
@@ -1308,6 +1311,13 @@ impl Port {
     pub(crate) fn isb_of(&self, token: u64) -> Option<Isb> {
         let stream = self.shared.streams.get(crate::token::Token::from_u64(token)?)?;
         Some(Isb { stream })
+    }
+
+    /// Whether one of this port's streams holds the fd number `fd` (a scan of the table: for
+    /// the C API's failure paths, which must not close another stream's fd).
+    #[cfg(feature = "ffi")]
+    pub(crate) fn holds_fd(&self, fd: std::os::fd::RawFd) -> bool {
+        self.shared.streams.values().iter().any(|s| s.lock().driver.as_ref().is_some_and(|d| d.fd().as_raw_fd() == fd))
     }
 
     /// The stand-in kernel of this port, for the loom models.

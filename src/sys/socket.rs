@@ -107,8 +107,9 @@ pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> 
 
 /// A Unix-domain stream listener bound at `path`, with the deep backlog.
 pub(crate) fn listen_unix(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    let to = unix_path(path)?;
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    sock.bind(&SockAddr::unix(path)?)?;
+    sock.bind(&to)?;
     sock.listen(BACKLOG)?;
     Ok(std::os::unix::net::UnixListener::from(OwnedFd::from(sock)))
 }
@@ -161,18 +162,23 @@ pub(crate) fn connect_tcp_from(addr: SocketAddr, first: u16, last: u16) -> io::R
     Err(io::Error::from_raw_os_error(libc::EADDRINUSE))
 }
 
-/// Opens a nonblocking Unix-domain stream socket and starts connecting it to `path`.
-pub(crate) fn connect_unix(path: &Path) -> io::Result<Connecting> {
+/// The address of the Unix socket file `path`. socket2 takes an empty path for an unnamed
+/// address, a leading NUL for the abstract namespace, and the kernel cuts a path at its first
+/// NUL: none of them is the file asked for, so all are refused.
+fn unix_path(path: &Path) -> io::Result<SockAddr> {
     let bad_path =
         || io::Error::new(io::ErrorKind::InvalidInput, "unix socket path is empty, too long or holds a NUL byte");
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-    // socket2 takes an empty path for an unnamed address and a leading NUL for the abstract
-    // namespace; neither is a path a listener can be bound to, so both are refused here.
     if bytes.is_empty() || bytes.contains(&0) {
         return Err(bad_path());
     }
     // Its only error: the path does not fit in `sun_path`.
-    let to = SockAddr::unix(path).map_err(|_| bad_path())?;
+    SockAddr::unix(path).map_err(|_| bad_path())
+}
+
+/// Opens a nonblocking Unix-domain stream socket and starts connecting it to `path`.
+pub(crate) fn connect_unix(path: &Path) -> io::Result<Connecting> {
+    let to = unix_path(path)?;
     let sock = new_socket(Domain::UNIX)?;
     Ok(start_connect(sock, &to))
 }

@@ -237,8 +237,9 @@ static void bad_fds(cport_port *port) {
     CHECK_OK(cport_assign_fd(port, sv[0], NULL, &isb));
     cport_isb twice;
     CHECK_ERR(cport_assign_fd(port, sv[0], NULL, &twice), CPORT_EINVAL);
-    /* (Whether the second call closed the fd is the header's "even when this fails" rule, but
-     * the fd is the first stream's: check it still works.) */
+    CHECK_ERR(cport_assign_fd(port, sv[0], NULL, NULL), CPORT_EINVAL);
+    /* The fd is the first stream's: the refusals left it open, and it still works. */
+    CHECK(fd_is_open(sv[0]));
     char b[4];
     cport_completion c;
     CHECK_OK(cport_write(port, isb, "ok", 2));
@@ -379,6 +380,9 @@ static void after_shutdown(cport_port *port) {
     CHECK_ERR(cport_assign_fd(port, sv2[0], NULL, &late), CPORT_ECLOSED);
     CHECK(!fd_is_open(sv2[0]), "a refused fd must be closed");
     close(sv2[1]);
+    /* ...except the fd of a stream still assigned: it stays that stream's. */
+    CHECK_ERR(cport_assign_fd(port, sv[0], NULL, &late), CPORT_EINVAL);
+    CHECK(fd_is_open(sv[0]));
     size_t n = 99;
     CHECK_OK(cport_cancel(port, isb, &n));
     CHECK_EQ(n, 0);

@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <errno.h>
 
 /* What the callbacks saw, for the main thread to wait on. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -132,6 +134,21 @@ static void refused_requests(COMPLETION_PORT_HANDLE cp) {
     CHECK(completion_port_add(cp, &d) != 0);
     d = request(EPOLLOUT, sv[0], &r, buf, 0);
     CHECK(completion_port_add(cp, &d) != 0);
+    /* The first add of a socket refused, after the socket was looked at (a listener cannot
+     * receive): the port keeps nothing of it. Once the caller closes it, nobody listens. */
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "/tmp/cport-test-compat-%d.sock", (int)getpid());
+    unlink(sun.sun_path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sun, sizeof sun) == 0 && listen(lfd, 4) == 0);
+    d = request(EPOLLIN, lfd, &r, buf, sizeof buf);
+    CHECK(completion_port_add(cp, &d) != 0);
+    close(lfd);
+    int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(connect(probe, (struct sockaddr *)&sun, sizeof sun) != 0 && errno == ECONNREFUSED,
+          "a refused add kept the listener open");
+    close(probe);
+    unlink(sun.sun_path);
     d = request(EPOLLIN, -1, &r, buf, sizeof buf);
     CHECK(completion_port_add(cp, &d) != 0);
     d = request(EPOLLIN, 999999, &r, buf, sizeof buf); /* not an open fd */
@@ -185,38 +202,66 @@ static void last_dec_ref_with_requests_pending(void) {
     close(sv[1]);
 }
 
-/* The last reference dropped by a callback on the port's own thread. */
+/* The last reference dropped by a callback on the port's own thread, with another request
+ * still pending: its CLOSING callback comes after, and the handle it passes is refused, not
+ * freed under it (valgrind would see the use). */
 struct self_drop {
     COMPLETION_PORT_HANDLE cp;
-    int done;
+    int socket;
+    int dropped, closing, add_refused;
 };
 
 static void drop_port(void *context, COMPLETION_PORT_EPOLL_ACTION action, COMPLETION_PORT_RESULT result,
                       int32_t amount) {
-    (void)action;
     (void)result;
     (void)amount;
     struct self_drop *s = context;
+    CHECK_EQ(action, COMPLETION_PORT_EPOLL_EPOLLIN);
     completion_port_dec_ref(s->cp);
     pthread_mutex_lock(&lock);
-    s->done = 1;
+    s->dropped = 1;
+    pthread_cond_broadcast(&changed);
+    pthread_mutex_unlock(&lock);
+}
+
+static void after_drop(void *context, COMPLETION_PORT_EPOLL_ACTION action, COMPLETION_PORT_RESULT result,
+                       int32_t amount) {
+    (void)result;
+    (void)amount;
+    struct self_drop *s = context;
+    char b[4];
+    COMPLETION_PORT_INGRESS_DATA d = {EPOLLIN, s->socket, after_drop, s, {b, sizeof b}};
+    int refused = completion_port_add(s->cp, &d) != 0;
+    completion_port_remove(s->cp, s->socket); /* does nothing now */
+    pthread_mutex_lock(&lock);
+    CHECK(s->dropped, "the send's callback comes after the receive's");
+    s->closing = action == COMPLETION_PORT_CLOSING;
+    s->add_refused = refused;
     pthread_cond_broadcast(&changed);
     pthread_mutex_unlock(&lock);
 }
 
 static void dec_ref_from_a_callback(void) {
-    struct self_drop s = {completion_port_create(), 0};
+    struct self_drop s = {completion_port_create(), -1, 0, 0, 0};
     CHECK(s.cp != NULL);
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    s.socket = sv[0];
+    size_t big = 4 << 20; /* more than the socket holds: stays pending, the peer never reads */
+    char *wbuf = calloc(1, big);
     char buf[8];
-    COMPLETION_PORT_INGRESS_DATA d = {EPOLLIN, sv[0], drop_port, &s, {buf, sizeof buf}};
+    COMPLETION_PORT_INGRESS_DATA d = {EPOLLOUT, sv[0], after_drop, &s, {wbuf, (uint32_t)big}};
+    CHECK_EQ(completion_port_add(s.cp, &d), 0);
+    d = (COMPLETION_PORT_INGRESS_DATA){EPOLLIN, sv[0], drop_port, &s, {buf, sizeof buf}};
     CHECK_EQ(completion_port_add(s.cp, &d), 0);
     CHECK(write(sv[1], "q", 1) == 1);
     pthread_mutex_lock(&lock);
-    while (!s.done)
+    while (!s.closing && !s.add_refused)
         pthread_cond_wait(&changed, &lock);
     pthread_mutex_unlock(&lock);
+    CHECK(s.closing, "the pending send ended CLOSING");
+    CHECK(s.add_refused, "a request through a released handle is refused");
+    free(wbuf); /* its callback ran: the buffer is ours again */
     close(sv[0]);
     close(sv[1]);
 }

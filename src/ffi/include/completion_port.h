@@ -23,7 +23,11 @@
  * they may call any function of this header, including the last completion_port_dec_ref.
  *
  * Sockets stay the caller's: the port works on a duplicate of each (made by the first add of
- * the socket), closed by completion_port_remove. Remove a socket before closing it.
+ * the socket), closed by completion_port_remove. Remove a socket before closing it. The
+ * duplicate shares the socket's open file, so the socket becomes nonblocking (O_NONBLOCK
+ * belongs to the open file) and stays so after remove. Sockets are sent to with
+ * send(MSG_NOSIGNAL); other fds (a pipe) with write(2), which raises SIGPIPE when the reader
+ * is gone unless the program ignores that signal.
  */
 #ifndef COMPLETION_PORT_H
 #define COMPLETION_PORT_H
@@ -73,13 +77,16 @@ COMPLETION_PORT_HANDLE completion_port_create(void);
 void completion_port_inc_ref(COMPLETION_PORT_HANDLE completion_port);
 
 /* Drops a reference. The last one ends every pending request (COMPLETION_PORT_CLOSING),
- * waits for the thread (unless called from a callback: the thread then ends after it), closes
- * the duplicates and frees the port. NULL does nothing. */
+ * waits for the thread, closes the duplicates and frees the port. Called by a callback, it
+ * returns at once; the callbacks still due run after it (CLOSING), the handle they may pass
+ * refuses requests (add fails, remove does nothing), and the thread frees the port after the
+ * last one. NULL does nothing. */
 void completion_port_dec_ref(COMPLETION_PORT_HANDLE completion_port);
 
-/* Starts the request. Returns 0, or non-zero with nothing started: a NULL argument, no
- * callback, an epoll_op other than the ones above, a bad socket or buffer, a request of the
- * same kind pending on the socket, or the port going away. The struct itself is copied; the
+/* Starts the request. Returns 0, or non-zero with nothing started (and a socket not seen
+ * before left alone): a NULL argument, no callback, an epoll_op other than the ones above, a
+ * bad socket, a NULL buffer or a length of 0 or over INT32_MAX, a request of the same kind
+ * pending on the socket, or the port going away. The struct itself is copied; the
  * buffer is lent. */
 int completion_port_add(COMPLETION_PORT_HANDLE completion_port, const COMPLETION_PORT_INGRESS_DATA *ingress_data);
 
