@@ -462,27 +462,29 @@ pub unsafe extern "C" fn cport_assign_fd(
             Ok(p) => p,
             Err(e) => return e,
         };
-        if p.port.holds_fd(fd) {
-            // One of this port's streams has it: it stays open for that stream, whatever else
-            // is wrong with the call (a late assign after shutdown, a null `out`).
-            let _ = owned.into_raw_fd();
-            return invalid(&format!("cport_assign_fd: fd {fd} is already assigned to this port"));
-        }
         if out.is_null() {
+            keep_or_close(p, owned);
             return invalid("cport_assign_fd: null output pointer");
         }
         match p.port.assign_or_return(driver_for(owned), user as usize as u64) {
             Ok(isb) => write_out(out, p.handle(&isb)).map_or_else(|e| e, |()| CPORT_OK),
             Err((e, returned)) => {
-                // The fd is already one of this port's streams: it stays open for that stream
-                // (closing it would end the other stream's I/O).
                 if let Some(fd) = returned.and_then(|d| d.into_fd()) {
-                    let _ = fd.into_raw_fd();
+                    keep_or_close(p, fd);
                 }
                 fail(&e)
             }
         }
     })
+}
+
+/// The fd of a refused `cport_assign_fd`: closed (the port owns it from the call on), unless
+/// one of the port's streams has it (the same fd assigned twice, or late after a shutdown):
+/// then it stays open for that stream.
+fn keep_or_close(p: &CportPort, fd: OwnedFd) {
+    if p.port.holds_fd(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+        let _ = fd.into_raw_fd();
+    }
 }
 
 /// Binds a listener to `addr` ("host:port"; "unix:PATH" for a Unix socket) and assigns it.
@@ -496,32 +498,8 @@ pub unsafe extern "C" fn cport_listen(
     user: *mut c_void,
     out: *mut CportIsb,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        if out.is_null() {
-            // Checked before anything is made: a refused call binds and starts nothing.
-            return invalid("cport_listen: null output pointer");
-        }
-        let addr = match text(addr, "cport_listen") {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
-        let made = match addr.strip_prefix("unix:") {
-            Some(path) => p.port.listen_unix(path, user as usize as u64),
-            None => match parse_addr(addr) {
-                Ok(a) => p.port.listen(a, user as usize as u64),
-                Err(e) => return e,
-            },
-        };
-        match made {
-            Ok(isb) => write_out(out, p.handle(&isb)).map_or_else(|e| e, |()| CPORT_OK),
-            Err(e) => fail(&e),
-        }
-    })
+    // SAFETY: the caller's promise.
+    unsafe { new_stream(port, addr, user, out, "cport_listen", |p, a, t| p.listen_unix(a, t), Port::listen) }
 }
 
 /// Starts a connect to `addr` ("host:port"; "unix:PATH"); its completion (`CPORT_OP_CONNECT`)
@@ -536,6 +514,24 @@ pub unsafe extern "C" fn cport_connect(
     user: *mut c_void,
     out: *mut CportIsb,
 ) -> c_int {
+    // SAFETY: the caller's promise.
+    unsafe { new_stream(port, addr, user, out, "cport_connect", |p, a, t| p.connect_unix(a, t), Port::connect) }
+}
+
+/// `cport_listen` and `cport_connect`: a new stream at `addr`, made by `unix` for
+/// "unix:PATH" and by `ip` for "host:port".
+///
+/// # Safety
+/// As `cport_listen`.
+unsafe fn new_stream(
+    port: *mut CportPort,
+    addr: *const c_char,
+    user: *mut c_void,
+    out: *mut CportIsb,
+    what: &str,
+    unix: fn(&Port, &str, u64) -> crate::Result<Isb>,
+    ip: fn(&Port, std::net::SocketAddr, u64) -> crate::Result<Isb>,
+) -> c_int {
     guard(|| {
         // SAFETY: the caller's promise.
         let p = match unsafe { port_of(port) } {
@@ -544,16 +540,16 @@ pub unsafe extern "C" fn cport_connect(
         };
         if out.is_null() {
             // Checked before anything is made: a refused call binds and starts nothing.
-            return invalid("cport_connect: null output pointer");
+            return invalid(&format!("{what}: null output pointer"));
         }
-        let addr = match text(addr, "cport_connect") {
+        let addr = match text(addr, what) {
             Ok(a) => a,
             Err(e) => return e,
         };
         let made = match addr.strip_prefix("unix:") {
-            Some(path) => p.port.connect_unix(path, user as usize as u64),
+            Some(path) => unix(&p.port, path, user as usize as u64),
             None => match parse_addr(addr) {
-                Ok(a) => p.port.connect(a, user as usize as u64),
+                Ok(a) => ip(&p.port, a, user as usize as u64),
                 Err(e) => return e,
             },
         };

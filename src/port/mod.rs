@@ -350,9 +350,9 @@ impl Port {
         self.assign_or_return(driver, token).map_err(|(e, _)| e)
     }
 
-    /// [`Port::assign_boxed`], except that when the fd is already assigned to this port the
-    /// driver comes back with the error instead of being dropped (which would close the fd
-    /// another stream of this port uses). The C API needs it: its callers hand over raw fds.
+    /// [`Port::assign_boxed`], except that a refused driver comes back with the error instead
+    /// of being dropped: the C API, whose callers hand over raw fds, must not close one that
+    /// another stream of this port uses (`Port::holds_fd`, asked only on this failure path).
     pub(crate) fn assign_or_return(
         &self,
         mut driver: Box<dyn Driver>,
@@ -361,7 +361,9 @@ impl Port {
         let name = driver.name();
         // A driver refusing the fd (not a socket, the wrong kind) says `InvalidInput`, which
         // `from_io` keeps as bad input rather than an OS failure.
-        driver.attach().map_err(|e| (Error::from_io(&e, format!("assign {name} {token}")), None))?;
+        if let Err(e) = driver.attach() {
+            return Err((Error::from_io(&e, format!("assign {name} {token}")), Some(driver)));
+        }
         let fd = driver.fd().as_raw_fd();
         let key = self.shared.key();
         // The state is checked again after the insert: shutdown takes its snapshot of the
@@ -369,7 +371,7 @@ impl Port {
         // one whose second look sees CLOSING is removed again (ARCHITECTURE.md, "Shutdown").
         if self.shared.state.load(Ordering::SeqCst) != OPEN {
             driver.detach();
-            return Err((Error::closed(), None));
+            return Err((Error::closed(), Some(driver)));
         }
         let mut stream = None;
         let t = self.shared.streams.insert_with(|t| {
@@ -380,10 +382,11 @@ impl Port {
         let stream = stream.expect("just inserted");
         if self.shared.state.load(Ordering::SeqCst) != OPEN {
             self.shared.streams.remove(t);
-            if let Some(mut d) = stream.lock().driver.take() {
+            let mut driver = stream.lock().driver.take();
+            if let Some(d) = driver.as_mut() {
                 d.detach();
             }
-            return Err((Error::closed(), None));
+            return Err((Error::closed(), driver));
         }
         if let Err(e) = self.shared.selector.register(fd, stream.token.to_u64()) {
             let mut inner = stream.lock();
@@ -393,14 +396,13 @@ impl Port {
             }
             drop(inner);
             self.shared.streams.remove(stream.token);
-            let taken = e.raw_os_error() == Some(libc::EEXIST);
             let why = match e.raw_os_error() {
                 Some(libc::EEXIST) => "the fd is already assigned to this port".to_string(),
                 Some(libc::EPERM) => "epoll cannot watch this kind of fd (a regular file or directory?)".to_string(),
                 _ => e.to_string(),
             };
             let e = Error::new(ErrorKind::InvalidInput, format!("assign {name} {token} (fd {fd}): {why}"));
-            return Err((e, driver.filter(|_| taken)));
+            return Err((e, driver));
         }
         Ok(Isb { stream })
     }

@@ -381,7 +381,7 @@ static void after_shutdown(cport_port *port) {
     CHECK(!fd_is_open(sv2[0]), "a refused fd must be closed");
     close(sv2[1]);
     /* ...except the fd of a stream still assigned: it stays that stream's. */
-    CHECK_ERR(cport_assign_fd(port, sv[0], NULL, &late), CPORT_EINVAL);
+    CHECK_ERR(cport_assign_fd(port, sv[0], NULL, &late), CPORT_ECLOSED);
     CHECK(fd_is_open(sv[0]));
     size_t n = 99;
     CHECK_OK(cport_cancel(port, isb, &n));

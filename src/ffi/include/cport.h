@@ -154,7 +154,8 @@ int cport_post(cport_port *port, void *user, uint64_t value);
  * Sockets are recognised (TCP or Unix stream, listener, UDP) and used with send(MSG_NOSIGNAL);
  * any other fd epoll can watch (pipe, FIFO, tty, eventfd, ...) with read(2)/write(2). It is
  * made nonblocking. CPORT_EINVAL for an fd epoll cannot watch (a regular file), and for an fd
- * already assigned to this port (that one is left open: it is still the other stream's). */
+ * already assigned to this port. An fd one of the port's streams has is never closed by a
+ * refusal (this one, CPORT_ECLOSED, a NULL out): it is still that stream's. */
 int cport_assign_fd(cport_port *port, int fd, void *user, cport_isb *out);
 
 /* Binds a listener to `addr` ("127.0.0.1:7000", "[::1]:0", port 0 = any; "unix:/path" for a
