@@ -160,6 +160,8 @@ const MAGIC: u64 = 0x6370_6f72_745f_6666; // "cport_ff"
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// `cport_next_completions`' vector, kept between calls.
+    static BATCH: RefCell<Vec<Completion>> = const { RefCell::new(Vec::new()) };
 }
 
 fn set_last(msg: &str) {
@@ -200,6 +202,21 @@ fn guard(f: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         set_last("internal error in cport (a panic); please report it");
         CPORT_EINTERNAL
+    })
+}
+
+/// Runs `f` on the port behind `port` (an error class if there is none), turning a panic
+/// into `CPORT_EINTERNAL`.
+///
+/// # Safety
+/// As `port_of`.
+unsafe fn on_port(port: *const CportPort, f: impl FnOnce(&CportPort) -> c_int) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promise.
+        match unsafe { port_of(port) } {
+            Ok(p) => f(p),
+            Err(e) => e,
+        }
     })
 }
 
@@ -389,15 +406,12 @@ pub unsafe extern "C" fn cport_port_dec_ref(port: *mut CportPort) {
 /// As `port_of`.
 #[no_mangle]
 pub unsafe extern "C" fn cport_shutdown(port: *mut CportPort) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let run = |p: &CportPort| {
         p.port.shutdown();
         CPORT_OK
-    })
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 /// Wakes one waiter.
@@ -406,15 +420,12 @@ pub unsafe extern "C" fn cport_shutdown(port: *mut CportPort) -> c_int {
 /// As `port_of`.
 #[no_mangle]
 pub unsafe extern "C" fn cport_wakeup(port: *mut CportPort) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let run = |p: &CportPort| {
         p.port.wakeup();
         CPORT_OK
-    })
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 /// Posts a user completion.
@@ -423,17 +434,12 @@ pub unsafe extern "C" fn cport_wakeup(port: *mut CportPort) -> c_int {
 /// As `port_of`.
 #[no_mangle]
 pub unsafe extern "C" fn cport_post(port: *mut CportPort, user: *mut c_void, value: u64) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        match p.port.post(user as usize as u64, value) {
-            Ok(()) => CPORT_OK,
-            Err(e) => fail(&e),
-        }
-    })
+    let run = |p: &CportPort| match p.port.post(user as usize as u64, value) {
+        Ok(()) => CPORT_OK,
+        Err(e) => fail(&e),
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 // ---- streams ----
@@ -532,12 +538,7 @@ unsafe fn new_stream(
     unix: fn(&Port, &str, u64) -> crate::Result<Isb>,
     ip: fn(&Port, std::net::SocketAddr, u64) -> crate::Result<Isb>,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let run = |p: &CportPort| {
         if out.is_null() {
             // Checked before anything is made: a refused call binds and starts nothing.
             return invalid(&format!("{what}: null output pointer"));
@@ -557,7 +558,9 @@ unsafe fn new_stream(
             Ok(isb) => write_out(out, p.handle(&isb)).map_or_else(|e| e, |()| CPORT_OK),
             Err(e) => fail(&e),
         }
-    })
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 fn parse_addr(addr: &str) -> Result<std::net::SocketAddr, c_int> {
@@ -574,12 +577,7 @@ fn parse_addr(addr: &str) -> Result<std::net::SocketAddr, c_int> {
 /// As `port_of`; `buf` points to `len` writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn cport_local_addr(port: *mut CportPort, isb: CportIsb, buf: *mut c_char, len: usize) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let run = |p: &CportPort| {
         let isb = match p.isb(isb, "cport_local_addr") {
             Ok(i) => i,
             Err(e) => return e,
@@ -597,7 +595,9 @@ pub unsafe extern "C" fn cport_local_addr(port: *mut CportPort, isb: CportIsb, b
             *buf.add(a.len()) = 0;
         }
         CPORT_OK
-    })
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 /// Runs `f` on the port and the ISB, or returns why not.
@@ -605,17 +605,12 @@ pub unsafe extern "C" fn cport_local_addr(port: *mut CportPort, isb: CportIsb, b
 /// # Safety
 /// As `port_of`.
 unsafe fn on_isb(port: *mut CportPort, isb: CportIsb, what: &str, f: impl FnOnce(&CportPort, Isb) -> c_int) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        match p.isb(isb, what) {
-            Ok(i) => f(p, i),
-            Err(e) => e,
-        }
-    })
+    let run = |p: &CportPort| match p.isb(isb, what) {
+        Ok(i) => f(p, i),
+        Err(e) => e,
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 fn started(r: std::result::Result<(), crate::StartError>) -> c_int {
@@ -878,12 +873,7 @@ pub unsafe extern "C" fn cport_next_completion(
     timeout_ms: c_int,
     out: *mut CportCompletion,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let run = |p: &CportPort| {
         if out.is_null() {
             return invalid("cport_next_completion: null output pointer");
         }
@@ -894,7 +884,9 @@ pub unsafe extern "C" fn cport_next_completion(
             Ok(Next::TimedOut) => CPORT_ETIMEDOUT,
             Err(e) => fail(&e),
         }
-    })
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 /// Waits like `cport_next_completion` for the first completion, then takes up to `max` in all
@@ -910,23 +902,20 @@ pub unsafe extern "C" fn cport_next_completions(
     max: usize,
     count: *mut usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's promise.
-        let p = match unsafe { port_of(port) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let run = |p: &CportPort| {
         if out.is_null() || count.is_null() || max == 0 {
             return invalid("cport_next_completions: null pointer or max 0");
         }
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        let mut got = Vec::with_capacity(max.min(1024));
+        // The thread's batch vector, reused: no allocation per call once it has grown.
+        let mut got = BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let r = p.port.next_completions(&mut got, max, timeout);
         let n = got.len();
-        for (k, c) in got.into_iter().enumerate() {
+        for (k, c) in got.drain(..).enumerate() {
             // SAFETY: `k < n <= max`, inside the caller's array.
             unsafe { out.add(k).write(to_c(p, c)) };
         }
+        BATCH.with(|b| *b.borrow_mut() = got);
         // SAFETY: checked not null above.
         unsafe { count.write(n) };
         match r {
@@ -935,7 +924,9 @@ pub unsafe extern "C" fn cport_next_completions(
             Ok(_) => CPORT_OK,
             Err(e) => fail(&e),
         }
-    })
+    };
+    // SAFETY: the caller's promise.
+    unsafe { on_port(port, run) }
 }
 
 // ---- errors ----
