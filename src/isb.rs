@@ -115,7 +115,7 @@ impl Isb {
         let Some(d) = inner.driver.as_ref() else {
             return Err(Error::new(
                 crate::ErrorKind::NotAssigned,
-                format!("local_addr of stream {}: not assigned", self.stream.user_token),
+                format!("local_addr of stream {}: not assigned", self.stream.label()),
             ));
         };
         let what = || format!("local_addr of {}", self.stream.describe(&inner));
@@ -156,6 +156,8 @@ pub(crate) struct Stream {
     pub(crate) token: Token,
     /// The user's token.
     pub(crate) user_token: u64,
+    /// The token is a C caller's user pointer (messages print it so).
+    pub(crate) c_token: bool,
     /// PROCESSED / BUSY / COMPLETED per side.
     sides: [AtomicU8; 2],
     /// CLOSE_NONE / CLOSE_PENDING / CLOSE_DONE.
@@ -209,11 +211,12 @@ pub(crate) enum Step {
 }
 
 impl Stream {
-    pub(crate) fn new(port_key: usize, token: Token, user_token: u64, driver: Box<dyn Driver>) -> Stream {
+    pub(crate) fn new(port_key: usize, token: Token, label: Label, driver: Box<dyn Driver>) -> Stream {
         Stream {
             port_key,
             token,
-            user_token,
+            user_token: label.token,
+            c_token: label.c,
             sides: [AtomicU8::new(PROCESSED), AtomicU8::new(PROCESSED)],
             close: AtomicU8::new(CLOSE_NONE),
             inner: Mutex::new(Inner {
@@ -270,8 +273,32 @@ impl Stream {
     /// A description for messages: "tcp stream 7 (fd 5)".
     pub(crate) fn describe(&self, inner: &Inner) -> String {
         match &inner.driver {
-            Some(d) => format!("{} {} (fd {})", d.name(), self.user_token, d.fd().as_raw_fd()),
-            None => format!("stream {}", self.user_token),
+            Some(d) => format!("{} {} (fd {})", d.name(), self.label(), d.fd().as_raw_fd()),
+            None => format!("stream {}", self.label()),
+        }
+    }
+
+    /// How messages name this stream (see [`Label`]).
+    pub(crate) fn label(&self) -> Label {
+        Label { token: self.user_token, c: self.c_token }
+    }
+}
+
+/// How messages name a stream: by its token ("stream 7"), or, on a port of the C API, whose
+/// tokens are the callers' user pointers, by that pointer ("stream of user 0x1234"), so that
+/// it is not taken for an fd or a handle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Label {
+    pub(crate) token: u64,
+    pub(crate) c: bool,
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.c, self.token) {
+            (false, t) => write!(f, "{t}"),
+            (true, 0) => f.write_str("of user NULL"),
+            (true, t) => write!(f, "of user {t:#x}"),
         }
     }
 }

@@ -8,16 +8,22 @@
 //! last `completion_port_dec_ref`. Unlike the original, every accepted request ends in exactly
 //! one callback: a request still pending when its socket is removed or the port goes gets
 //! `COMPLETION_PORT_CLOSING`.
+//!
+//! Hang-up watches (`EPOLLRDHUP`) live in an epoll instance of their own, which the port
+//! watches as one more stream (`Watches`, a driver whose read is a nonblocking `epoll_wait`):
+//! a watched socket fires there on the peer's hang-up even with no receive pending.
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
-use std::os::fd::BorrowedFd;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::{driver_for, lend, set_last};
 use crate::completion::{Completion, Status};
+use crate::driver::Driver;
 use crate::error::ErrorKind;
 use crate::isb::Isb;
 use crate::request::{Kind, Op, Request};
@@ -96,6 +102,8 @@ struct Entry {
     receive: Option<Callback>,
     send: Option<Callback>,
     hangup: Option<Callback>,
+    /// The hang-up watch's own duplicate of the socket, registered in the watch epoll.
+    watch: Option<OwnedFd>,
     removed: bool,
 }
 
@@ -105,10 +113,20 @@ impl Entry {
     }
 }
 
+/// What the port knows of one of the caller's sockets.
+struct Known {
+    token: u64,
+    /// The stream of the port's duplicate.
+    isb: Isb,
+    /// The socket's identity (device and inode), to tell it from a new socket that got the
+    /// same number after the caller closed it without `completion_port_remove`.
+    id: (u64, u64),
+}
+
 #[derive(Default)]
 struct Table {
-    /// The caller's socket -> the stream of its duplicate (and its token).
-    sockets: HashMap<c_int, (u64, Isb)>,
+    /// The caller's socket -> the stream of its duplicate.
+    sockets: HashMap<c_int, Known>,
     /// Stream token -> requests. An entry outlives its socket's removal until its last
     /// callback ran.
     entries: HashMap<u64, Entry>,
@@ -120,6 +138,10 @@ struct Table {
 struct Shared {
     port: Port,
     table: Mutex<Table>,
+    /// The epoll instance of the hang-up watches (its events carry the sockets' tokens) and
+    /// the port's stream that watches it.
+    watches: Arc<OwnedFd>,
+    watches_isb: Isb,
     /// The handle, when its last reference was dropped by a callback: freed by the port's
     /// thread once it has run its last callback, so that later callbacks may still pass it.
     orphan: Mutex<Option<Orphan>>,
@@ -176,6 +198,10 @@ impl Shared {
 
     fn dispatch(&self, c: Completion) {
         let token = c.token();
+        if token == WATCHES {
+            self.on_watches(c);
+            return;
+        }
         let (status, amount) = (c.status(), i32::try_from(c.bytes()).unwrap_or(i32::MAX));
         let receive = match c.op() {
             Op::Read => true,
@@ -197,7 +223,7 @@ impl Shared {
             let mut t = self.table();
             let Some(e) = t.entries.get_mut(&token) else { return };
             let cb = if receive { e.receive.take() } else { e.send.take() };
-            let watch = if hung_up { e.hangup.take() } else { None };
+            let watch = if hung_up { self.end_watch(e) } else { None };
             if e.finished() {
                 t.entries.remove(&token);
             }
@@ -221,6 +247,37 @@ impl Shared {
         }
     }
 
+    /// The watch epoll reported hang-ups: their watches end (`EPOLLRDHUP`, `ABANDONED`), and
+    /// the port watches the watch epoll again.
+    fn on_watches(&self, c: Completion) {
+        let ok = c.status() == Status::Ok;
+        let data = c.into_data();
+        for t in data.chunks_exact(8) {
+            let token = u64::from_ne_bytes(t.try_into().expect("8 bytes"));
+            if let Some(cb) = self.take(token, |e| self.end_watch(e)) {
+                cb.call(COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
+            }
+        }
+        if ok {
+            // Refused only once the port shuts down; the thread then ends the watches left.
+            let _ = self.port.read(&self.watches_isb, vec![0; WATCH_BATCH * 8], 8..=WATCH_BATCH * 8);
+        }
+    }
+
+    /// Ends `e`'s hang-up watch, if any (see `unwatch`), and returns its callback.
+    fn end_watch(&self, e: &mut Entry) -> Option<Callback> {
+        self.unwatch(e.watch.take());
+        e.hangup.take()
+    }
+
+    /// Takes a watch's duplicate out of the watch epoll, then closes it (in that order: a
+    /// registration outlives its fd while the caller's socket keeps the file open).
+    fn unwatch(&self, fd: Option<OwnedFd>) {
+        if let Some(fd) = fd {
+            let _ = epoll_ctl(&self.watches, libc::EPOLL_CTL_DEL, fd.as_fd(), 0, 0);
+        }
+    }
+
     fn take(&self, token: u64, f: impl FnOnce(&mut Entry) -> Option<Callback>) -> Option<Callback> {
         let mut t = self.table();
         let e = t.entries.get_mut(&token)?;
@@ -231,22 +288,29 @@ impl Shared {
         cb
     }
 
-    /// The stream of the caller's `socket`, assigned (as a duplicate) on first use.
+    /// The stream of the caller's `socket`, assigned (as a duplicate) on first use. A known
+    /// number that now names another socket (the caller closed the old one without
+    /// `completion_port_remove`, and the number was reused) is the new socket: the old one is
+    /// removed first, so nothing meant for the new socket reaches the old one's peer.
     fn stream(&self, t: &mut Table, socket: c_int) -> Result<(u64, Isb, bool), String> {
-        if let Some((token, isb)) = t.sockets.get(&socket) {
-            return Ok((*token, isb.clone(), false));
-        }
         if socket < 0 {
             return Err(format!("bad socket {socket}"));
         }
-        // SAFETY: only borrowed for the duplicate; a closed number fails in fcntl.
-        let dup = unsafe { BorrowedFd::borrow_raw(socket) }
-            .try_clone_to_owned()
-            .map_err(|e| format!("socket {socket}: {e}"))?;
+        // SAFETY: only borrowed during this call, for fstat and the duplicate; a closed
+        // number fails in both.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket) };
+        let id = identity(fd).map_err(|e| format!("socket {socket}: {e}"))?;
+        if let Some(k) = t.sockets.get(&socket) {
+            if k.id == id {
+                return Ok((k.token, k.isb.clone(), false));
+            }
+            self.forget(t, socket);
+        }
+        let dup = fd.try_clone_to_owned().map_err(|e| format!("socket {socket}: {e}"))?;
         let token = t.next_token;
         let isb = self.port.assign_boxed(driver_for(dup), token).map_err(|e| format!("socket {socket}: {e:#}"))?;
         t.next_token += 1;
-        t.sockets.insert(socket, (token, isb.clone()));
+        t.sockets.insert(socket, Known { token, isb: isb.clone(), id });
         t.entries.insert(token, Entry::default());
         Ok((token, isb, true))
     }
@@ -281,7 +345,9 @@ impl Shared {
         if started.is_err() && created {
             // The socket was first seen by this call: forget it again.
             t.sockets.remove(&d.socket);
-            t.entries.remove(&token);
+            if let Some(mut e) = t.entries.remove(&token) {
+                self.end_watch(&mut e);
+            }
             let _ = self.port.deassign(&isb);
         }
         started
@@ -302,22 +368,41 @@ impl Shared {
         if watch && entry.hangup.is_some() {
             return Err(format!("socket {socket}: a hang-up watch is already pending"));
         }
-        if let Some((receive, kind)) = io {
-            let slot = if receive { &mut entry.receive } else { &mut entry.send };
-            if slot.is_some() {
-                let what = if receive { "receive" } else { "send" };
+        if let Some((receive, _)) = &io {
+            if if *receive { entry.receive.is_some() } else { entry.send.is_some() } {
+                let what = if *receive { "receive" } else { "send" };
                 return Err(format!("socket {socket}: a {what} is already pending"));
             }
+        }
+        // The watch's duplicate is registered before the I/O starts, so that a failure to
+        // register leaves nothing started. (The table's lock keeps the port's thread from
+        // handling its hang-up before the callback is in place.)
+        let watch_fd = if watch {
+            // SAFETY: the caller's socket, borrowed during this call (checked open by `stream`).
+            let fd = unsafe { BorrowedFd::borrow_raw(socket) }
+                .try_clone_to_owned()
+                .map_err(|e| format!("socket {socket}: {e}"))?;
+            let bits = (libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+            epoll_ctl(&self.watches, libc::EPOLL_CTL_ADD, fd.as_fd(), bits, token)
+                .map_err(|e| format!("socket {socket}: hang-up watch: {e}"))?;
+            Some(fd)
+        } else {
+            None
+        };
+        if let Some((receive, kind)) = io {
+            let slot = if receive { &mut entry.receive } else { &mut entry.send };
             // The callback is in place before the I/O starts (the table's lock keeps the
             // port's thread from looking before this returns anyway).
             *slot = Some(cb);
             if let Err(e) = self.port.start_io(isb, Request::new(kind)) {
                 *slot = None;
+                self.unwatch(watch_fd);
                 return Err(format!("socket {socket}: {:#}", e.error()));
             }
         }
         if watch {
             entry.hangup = Some(cb);
+            entry.watch = watch_fd;
         }
         Ok(())
     }
@@ -327,9 +412,17 @@ impl Shared {
         if t.closed {
             return;
         }
-        let Some((token, isb)) = t.sockets.remove(&socket) else { return };
+        self.forget(&mut t, socket);
+    }
+
+    /// Stops using the caller's `socket` (see `remove`).
+    fn forget(&self, t: &mut Table, socket: c_int) {
+        let Some(Known { token, isb, .. }) = t.sockets.remove(&socket) else { return };
         if let Some(e) = t.entries.get_mut(&token) {
             e.removed = true;
+            // The watch leaves the watch epoll now; its callback comes after the post below.
+            let fd = e.watch.take();
+            self.unwatch(fd);
         }
         // Pending requests end as cancelled (CLOSING on the port's thread); the post ends
         // the hang-up watch there too, after them.
@@ -340,6 +433,77 @@ impl Shared {
             t.entries.remove(&token);
         }
     }
+}
+
+/// The token of the port's stream that watches the watch epoll (the sockets' tokens count up
+/// from 0).
+const WATCHES: u64 = u64::MAX;
+/// Hang-ups taken from the watch epoll per read.
+const WATCH_BATCH: usize = 64;
+
+/// A socket's identity: its device and inode numbers.
+fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is borrowed for the call; `st` is a writable `stat` that fstat fills.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_dev, st.st_ino))
+}
+
+fn epoll_ctl(ep: &OwnedFd, op: c_int, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: both fds are open for the call; `ev` is a valid event that outlives it.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The driver of the port's stream over the watch epoll: an epoll fd is readable while it has
+/// events, and a "read" takes them (a nonblocking `epoll_wait`) as the sockets' tokens, 8
+/// bytes each.
+struct Watches(Arc<OwnedFd>);
+
+impl Driver for Watches {
+    fn name(&self) -> &'static str {
+        "hang-up watches"
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn supports(&self, op: Op) -> bool {
+        op == Op::Read
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; WATCH_BATCH];
+        let max = (buf.len() / 8).min(WATCH_BATCH) as c_int;
+        // SAFETY: `events` has room for `max <= WATCH_BATCH` events; the fd is open.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, 0) };
+        match n {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => {
+                for (k, ev) in events[..n as usize].iter().enumerate() {
+                    let token = ev.u64;
+                    buf[k * 8..k * 8 + 8].copy_from_slice(&token.to_ne_bytes());
+                }
+                Ok(n as usize * 8)
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// On a port's thread: the address of that port's `Shared` (0 elsewhere). A mark instead
+    /// of `thread::current()`, which allocates a handle for a C program's thread that its
+    /// leak checker reports.
+    static PORT_THREAD_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// What a `COMPLETION_PORT_HANDLE` points to.
@@ -354,11 +518,31 @@ pub struct CompletionPort {
 pub extern "C" fn completion_port_create() -> *mut CompletionPort {
     let made = std::panic::catch_unwind(|| {
         let port = Port::new().map_err(|e| format!("{e:#}"))?;
-        let shared = Arc::new(Shared { port, table: Mutex::new(Table::default()), orphan: Mutex::new(None) });
+        // SAFETY: epoll_create1 takes no pointers.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(format!("the hang-up watches' epoll: {}", io::Error::last_os_error()));
+        }
+        // SAFETY: a new fd, owned by nobody else.
+        let watches = Arc::new(unsafe { OwnedFd::from_raw_fd(ep) });
+        let watches_isb =
+            port.assign(Watches(watches.clone()), WATCHES).map_err(|e| format!("the hang-up watches: {e:#}"))?;
+        port.read(&watches_isb, vec![0; WATCH_BATCH * 8], 8..=WATCH_BATCH * 8)
+            .map_err(|e| format!("the hang-up watches: {:#}", e.error()))?;
+        let shared = Arc::new(Shared {
+            port,
+            table: Mutex::new(Table::default()),
+            watches,
+            watches_isb,
+            orphan: Mutex::new(None),
+        });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("completion_port".into())
-            .spawn(move || s.run())
+            .spawn(move || {
+                PORT_THREAD_OF.with(|t| t.set(Arc::as_ptr(&s) as usize));
+                s.run()
+            })
             .map_err(|e| format!("completion port thread: {e}"))?;
         Ok::<_, String>(Box::into_raw(Box::new(CompletionPort {
             shared,
@@ -405,7 +589,7 @@ pub unsafe extern "C" fn completion_port_dec_ref(cp: *mut CompletionPort) {
         // callback still to run may pass the handle).
         r.shared.table().closed = true;
         r.shared.port.shutdown();
-        let on_thread = r.thread.as_ref().is_some_and(|t| t.thread().id() == std::thread::current().id());
+        let on_thread = PORT_THREAD_OF.with(|t| t.get() == Arc::as_ptr(&r.shared) as usize);
         if on_thread {
             // Called by a callback: the thread has callbacks left to run, which may still
             // pass this handle. It frees the box after its last one.

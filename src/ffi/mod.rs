@@ -349,7 +349,7 @@ pub unsafe extern "C" fn cport_create_port(options: *const CportOptions) -> *mut
             invalid("cport_create_port: flags must be 0");
             return std::ptr::null_mut();
         }
-        match Port::builder().threads(o.threads as usize).build() {
+        match Port::builder().threads(o.threads as usize).c_tokens().build() {
             Ok(port) => Box::into_raw(Box::new(CportPort {
                 magic: MAGIC,
                 serial: PORT_SERIAL.fetch_add(1, Ordering::Relaxed),
@@ -393,7 +393,12 @@ pub unsafe extern "C" fn cport_port_dec_ref(port: *mut CportPort) {
         let _ = catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: the last reference: made by `Box::into_raw` in `cport_create_port`, and
             // nobody else may use it now.
-            let owned = unsafe { Box::from_raw(port) };
+            let mut owned = unsafe { Box::from_raw(port) };
+            // A pointer used after this is undefined behaviour, but the magic check then most
+            // likely refuses it rather than using freed memory as a port. Volatile: a plain
+            // store right before the free may be optimised away.
+            // SAFETY: a valid, exclusive place (the box is ours).
+            unsafe { std::ptr::write_volatile(&mut owned.magic, 0) };
             owned.port.shutdown();
             drop(owned);
         }));
@@ -504,8 +509,11 @@ pub unsafe extern "C" fn cport_listen(
     user: *mut c_void,
     out: *mut CportIsb,
 ) -> c_int {
+    // Nothing of a listener completes before an accept is started: the handle is written after.
+    let unix: MakeStream<&str> = |p, a, t, made| p.listen_unix(a, t).inspect(made);
+    let ip: MakeStream<std::net::SocketAddr> = |p, a, t, made| p.listen(a, t).inspect(made);
     // SAFETY: the caller's promise.
-    unsafe { new_stream(port, addr, user, out, "cport_listen", |p, a, t| p.listen_unix(a, t), Port::listen) }
+    unsafe { new_stream(port, addr, user, out, "cport_listen", unix, ip) }
 }
 
 /// Starts a connect to `addr` ("host:port"; "unix:PATH"); its completion (`CPORT_OP_CONNECT`)
@@ -520,12 +528,21 @@ pub unsafe extern "C" fn cport_connect(
     user: *mut c_void,
     out: *mut CportIsb,
 ) -> c_int {
+    // The handle is written before the connect starts: a thread may take its completion (and
+    // free the block holding `*out` on the stream's CLOSE) before this call returns.
+    let unix: MakeStream<&str> = |p, a, t, made| p.connect_unix_then(a.as_ref(), t, made);
+    let ip: MakeStream<std::net::SocketAddr> = |p, a, t, made| p.connect_then(a, t, made);
     // SAFETY: the caller's promise.
-    unsafe { new_stream(port, addr, user, out, "cport_connect", |p, a, t| p.connect_unix(a, t), Port::connect) }
+    unsafe { new_stream(port, addr, user, out, "cport_connect", unix, ip) }
 }
 
+/// Makes a stream at an address and calls the last argument with its ISB as soon as it exists
+/// (before anything of it can complete).
+type MakeStream<A> = fn(&Port, A, u64, &mut dyn FnMut(&Isb)) -> crate::Result<Isb>;
+
 /// `cport_listen` and `cport_connect`: a new stream at `addr`, made by `unix` for
-/// "unix:PATH" and by `ip` for "host:port".
+/// "unix:PATH" and by `ip` for "host:port". `*out` is written as soon as the stream exists
+/// (see `MakeStream`), and zeroed again if the call then fails.
 ///
 /// # Safety
 /// As `cport_listen`.
@@ -535,8 +552,8 @@ unsafe fn new_stream(
     user: *mut c_void,
     out: *mut CportIsb,
     what: &str,
-    unix: fn(&Port, &str, u64) -> crate::Result<Isb>,
-    ip: fn(&Port, std::net::SocketAddr, u64) -> crate::Result<Isb>,
+    unix: MakeStream<&str>,
+    ip: MakeStream<std::net::SocketAddr>,
 ) -> c_int {
     let run = |p: &CportPort| {
         if out.is_null() {
@@ -547,16 +564,30 @@ unsafe fn new_stream(
             Ok(a) => a,
             Err(e) => return e,
         };
+        let mut written = false;
+        let mut publish = |isb: &Isb| {
+            // SAFETY: not null (checked above); the header asks for a writable `cport_isb`.
+            unsafe { out.write(p.handle(isb)) };
+            written = true;
+        };
         let made = match addr.strip_prefix("unix:") {
-            Some(path) => unix(&p.port, path, user as usize as u64),
+            Some(path) => unix(&p.port, path, user as usize as u64, &mut publish),
             None => match parse_addr(addr) {
-                Ok(a) => ip(&p.port, a, user as usize as u64),
+                Ok(a) => ip(&p.port, a, user as usize as u64, &mut publish),
                 Err(e) => return e,
             },
         };
         match made {
-            Ok(isb) => write_out(out, p.handle(&isb)).map_or_else(|e| e, |()| CPORT_OK),
-            Err(e) => fail(&e),
+            Ok(_) => CPORT_OK,
+            Err(e) => {
+                if written {
+                    // Refused after the stream was made (a shutdown began): it was released
+                    // without a completion, so nobody else has seen the handle.
+                    // SAFETY: as above.
+                    unsafe { out.write(CportIsb::default()) };
+                }
+                fail(&e)
+            }
         }
     };
     // SAFETY: the caller's promise.
@@ -578,6 +609,9 @@ fn parse_addr(addr: &str) -> Result<std::net::SocketAddr, c_int> {
 #[no_mangle]
 pub unsafe extern "C" fn cport_local_addr(port: *mut CportPort, isb: CportIsb, buf: *mut c_char, len: usize) -> c_int {
     let run = |p: &CportPort| {
+        if buf.is_null() {
+            return invalid("cport_local_addr: null buffer");
+        }
         let isb = match p.isb(isb, "cport_local_addr") {
             Ok(i) => i,
             Err(e) => return e,
@@ -586,8 +620,8 @@ pub unsafe extern "C" fn cport_local_addr(port: *mut CportPort, isb: CportIsb, b
             Ok(a) => a.to_string(),
             Err(e) => return fail(&e),
         };
-        if buf.is_null() || len <= a.len() {
-            return invalid(&format!("cport_local_addr: the buffer needs {} bytes", a.len() + 1));
+        if len <= a.len() {
+            return invalid(&format!("cport_local_addr: the buffer needs {} bytes, not {len}", a.len() + 1));
         }
         // SAFETY: `buf` has `len > a.len()` writable bytes (the caller's promise, checked size).
         unsafe {
@@ -902,6 +936,11 @@ pub unsafe extern "C" fn cport_next_completions(
     max: usize,
     count: *mut usize,
 ) -> c_int {
+    if !count.is_null() {
+        // Every return but CPORT_OK leaves 0 here, whatever failed (a NULL port too).
+        // SAFETY: not null; the header asks for a writable `size_t`.
+        unsafe { count.write(0) };
+    }
     let run = |p: &CportPort| {
         if out.is_null() || count.is_null() || max == 0 {
             return invalid("cport_next_completions: null pointer or max 0");
@@ -909,7 +948,7 @@ pub unsafe extern "C" fn cport_next_completions(
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
         // The thread's batch vector, reused: no allocation per call once it has grown.
         let mut got = BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let r = p.port.next_completions(&mut got, max, timeout);
+        let r = p.port.next_batch(&mut got, max, timeout);
         let n = got.len();
         for (k, c) in got.drain(..).enumerate() {
             // SAFETY: `k < n <= max`, inside the caller's array.
@@ -919,9 +958,9 @@ pub unsafe extern "C" fn cport_next_completions(
         // SAFETY: checked not null above.
         unsafe { count.write(n) };
         match r {
-            Ok(0) if timeout.is_some() => CPORT_ETIMEDOUT,
-            Ok(0) => CPORT_EWOKEN,
-            Ok(_) => CPORT_OK,
+            Ok(Ok(_)) => CPORT_OK,
+            Ok(Err(Next::Woken)) => CPORT_EWOKEN,
+            Ok(Err(_)) => CPORT_ETIMEDOUT,
             Err(e) => fail(&e),
         }
     };

@@ -287,7 +287,7 @@ impl Shared {
             let what = if close { "close" } else { "deassign" };
             return Err(Error::new(
                 ErrorKind::NotAssigned,
-                format!("{what} on stream {}: not assigned", stream.user_token),
+                format!("{what} on stream {}: not assigned", stream.label()),
             ));
         };
         #[cfg(loom)]
@@ -304,7 +304,7 @@ impl Shared {
                 ErrorKind::PortClosed,
                 format!(
                     "close on stream {}: the port was shut down (deassign releases the stream without a completion)",
-                    stream.user_token
+                    stream.label()
                 ),
             ));
         }

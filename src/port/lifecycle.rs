@@ -4,7 +4,8 @@
 use super::{Deliver, Port, Shared, CLOSED, CLOSING, GATE_CLOSED, OPEN};
 use crate::completion::Status;
 use crate::error::{Error, Result};
-use crate::sync::{lock, spin_hint, thread, Ordering};
+use crate::sync::{lock, spin_hint, thread, thread_local, Ordering};
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
 
 impl Shared {
@@ -93,14 +94,37 @@ impl Shared {
         // 8. Drop every completion nobody will take (their buffers and accepted streams),
         //    wherever it is queued.
         drop(self.wait.drain_all());
+        // The memory the queues' epoch-based reclamation still holds for threads that have
+        // exited (the workers just joined among them) is freed now rather than at some later
+        // queue operation, which may never come: a C program's leak checker would report it.
+        crate::queue::collect_garbage();
         // 9. The epoll, eventfd and timerfd close when the last Arc<Shared> drops, which is
         //    the caller's.
     }
 
+    /// Whether this thread is one of this port's workers (a thread-local mark each worker
+    /// sets: `thread::current()` would allocate a handle for a foreign thread, such as a C
+    /// program's, that the program's leak checker then reports).
     fn is_worker_thread(&self) -> bool {
-        let me = thread::current().id();
-        lock(&self.workers).iter().any(|h| h.thread().id() == me)
+        WORKER_OF.with(|w| w.get() == self.key())
     }
+
+    /// Marks this thread as one of this port's workers (for `is_worker_thread`).
+    pub(crate) fn mark_worker_thread(&self) {
+        WORKER_OF.with(|w| w.set(self.key()));
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The key of the port this thread is a worker of (0: none).
+    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
+}
+
+#[cfg(loom)]
+thread_local! {
+    /// The key of the port this thread is a worker of (0: none).
+    static WORKER_OF: Cell<usize> = Cell::new(0);
 }
 
 impl Clone for Port {

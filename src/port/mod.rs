@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::completion::{Completion, Next, Status};
 use crate::driver::{self, Driver};
 use crate::error::{Error, ErrorKind, Result, StartError};
-use crate::isb::{self, Isb, Pending, Stream};
+use crate::isb::{self, Isb, Label, Pending, Stream};
 use crate::queue::Local;
 use crate::request::{Kind, Op, Request, Side};
 use crate::sync::{lock, thread, Arc, AtomicU8, AtomicUsize, Mutex, Ordering};
@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     posting: AtomicUsize,
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
     threads: usize,
+    /// Tokens are C callers' user pointers (see [`Label`]).
+    c_tokens: bool,
 }
 
 /// Where the completion of a finished request goes.
@@ -120,6 +122,8 @@ pub struct Port {
 #[derive(Clone, Debug, Default)]
 pub struct Builder {
     threads: usize,
+    /// Tokens are C callers' user pointers (messages print them so).
+    c_tokens: bool,
 }
 
 impl Builder {
@@ -155,6 +159,13 @@ impl Builder {
         self
     }
 
+    /// A port of the C API: its tokens are the callers' user pointers.
+    #[cfg(feature = "ffi")]
+    pub(crate) fn c_tokens(mut self) -> Builder {
+        self.c_tokens = true;
+        self
+    }
+
     /// Creates the port and starts its workers.
     ///
     /// ```
@@ -186,6 +197,7 @@ impl Builder {
             posting: AtomicUsize::new(0),
             workers: Mutex::new(Vec::with_capacity(threads)),
             threads,
+            c_tokens: self.c_tokens,
         });
         shared.wait.link.set(shared.clone());
         let port = Port { shared };
@@ -362,7 +374,8 @@ impl Port {
         // A driver refusing the fd (not a socket, the wrong kind) says `InvalidInput`, which
         // `from_io` keeps as bad input rather than an OS failure.
         if let Err(e) = driver.attach() {
-            return Err((Error::from_io(&e, format!("assign {name} {token}")), Some(driver)));
+            let label = self.shared.label(token);
+            return Err((Error::from_io(&e, format!("assign {name} (stream {label})")), Some(driver)));
         }
         let fd = driver.fd().as_raw_fd();
         let key = self.shared.key();
@@ -375,7 +388,7 @@ impl Port {
         }
         let mut stream = None;
         let t = self.shared.streams.insert_with(|t| {
-            let s = Arc::new(Stream::new(key, t, token, driver));
+            let s = Arc::new(Stream::new(key, t, self.shared.label(token), driver));
             stream = Some(s.clone());
             s
         });
@@ -401,7 +414,8 @@ impl Port {
                 Some(libc::EPERM) => "epoll cannot watch this kind of fd (a regular file or directory?)".to_string(),
                 _ => e.to_string(),
             };
-            let e = Error::new(ErrorKind::InvalidInput, format!("assign {name} {token} (fd {fd}): {why}"));
+            let label = self.shared.label(token);
+            let e = Error::new(ErrorKind::InvalidInput, format!("assign {name} (stream {label}, fd {fd}): {why}"));
             return Err((e, driver));
         }
         Ok(Isb { stream })
@@ -429,8 +443,14 @@ impl Port {
     /// `Os` if no socket can be created; `PortClosed` once shutdown has begun (also when it
     /// begins during the call: the socket is closed and nothing is queued).
     pub fn connect(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
+        self.connect_then(addr, token, |_| {})
+    }
+
+    /// [`Port::connect`] that calls `assigned` with the new ISB before the connect starts, so
+    /// before its completion can be taken (the C API writes the caller's handle there).
+    pub(crate) fn connect_then(&self, addr: SocketAddr, token: u64, assigned: impl FnOnce(&Isb)) -> Result<Isb> {
         let c = socket::connect_tcp(addr).map_err(|e| Error::from_io(&e, format!("connect to {addr}")))?;
-        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, assigned)
     }
 
     /// [`Port::connect`] for a Unix-domain stream socket at `path`.
@@ -453,9 +473,13 @@ impl Port {
     /// `InvalidInput` for a path that is empty, too long or holds a NUL byte; otherwise as
     /// [`Port::connect`].
     pub fn connect_unix(&self, path: impl AsRef<Path>, token: u64) -> Result<Isb> {
-        let path = path.as_ref();
+        self.connect_unix_then(path.as_ref(), token, |_| {})
+    }
+
+    /// [`Port::connect_unix`] with `assigned` as for [`Port::connect_then`].
+    pub(crate) fn connect_unix_then(&self, path: &Path, token: u64, assigned: impl FnOnce(&Isb)) -> Result<Isb> {
         let c = socket::connect_unix(path).map_err(|e| Error::from_io(&e, format!("connect to {}", path.display())))?;
-        self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token)
+        self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token, assigned)
     }
 
     /// [`Port::connect`] from a local port in `range` (see [`PortRange`](crate::net::PortRange)):
@@ -484,14 +508,17 @@ impl Port {
     pub fn connect_in_range(&self, addr: SocketAddr, range: &crate::net::PortRange, token: u64) -> Result<Isb> {
         let c = socket::connect_tcp_from(addr, range.first(), range.last())
             .map_err(|e| Error::from_io(&e, format!("connect to {addr} from a local port in {range}")))?;
-        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token)
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, |_| {})
     }
 
+    /// Assigns the connecting socket, calls `assigned` with its ISB, then starts the connect
+    /// (or queues the outcome of one that ended at once).
     fn start_connect(
         &self,
         c: Connecting,
         wrap: impl FnOnce(std::os::fd::OwnedFd) -> Box<dyn Driver>,
         token: u64,
+        assigned: impl FnOnce(&Isb),
     ) -> Result<Isb> {
         let (fd, outcome) = match c {
             Connecting::Done(fd) => (fd, Some(Ok(()))),
@@ -499,6 +526,8 @@ impl Port {
             Connecting::Failed(fd, e) => (fd, Some(Err(e))),
         };
         let isb = self.assign_boxed(wrap(fd), token)?;
+        // Before the connect starts: nobody can take its completion yet.
+        assigned(&isb);
         let stream = &isb.stream;
         let mut inner = stream.lock();
         #[cfg(loom)]
@@ -564,7 +593,7 @@ impl Port {
 
     fn start(&self, isb: &Isb, req: Request, how: &mut Deliver<'_>) -> std::result::Result<(), StartError> {
         let stream = &isb.stream;
-        let token = stream.user_token;
+        let token = stream.label();
         if stream.port_key != self.shared.key() {
             return Err(StartError::new(
                 Error::invalid(format!("{} on stream {token}: the ISB belongs to another port", req.op())),
@@ -762,7 +791,7 @@ impl Port {
     pub fn accept_many(&self, isb: &Isb, n: usize) -> std::result::Result<(), StartError> {
         let mut req = Request::accept();
         if n == 0 {
-            let e = Error::invalid(format!("accept_many on stream {}: zero accepts", isb.token()));
+            let e = Error::invalid(format!("accept_many on stream {}: zero accepts", isb.stream.label()));
             return Err(StartError::new(e, req));
         }
         req.extra().more_accepts = n - 1;
@@ -917,7 +946,7 @@ impl Port {
         if inner.driver.is_none() {
             return Err(Error::new(
                 ErrorKind::NotAssigned,
-                format!("{what} on stream {}: not assigned", stream.user_token),
+                format!("{what} on stream {}: not assigned", stream.label()),
             ));
         }
         #[cfg(loom)]
@@ -955,13 +984,13 @@ impl Port {
         if inner.driver.is_none() {
             return Err(Error::new(
                 ErrorKind::NotAssigned,
-                format!("set_timeout on stream {}: not assigned", stream.user_token),
+                format!("set_timeout on stream {}: not assigned", stream.label()),
             ));
         }
         if self.shared.state.load(Ordering::SeqCst) != OPEN {
             return Err(Error::new(
                 ErrorKind::PortClosed,
-                format!("set_timeout on stream {}: the port was shut down", stream.user_token),
+                format!("set_timeout on stream {}: the port was shut down", stream.label()),
             ));
         }
         if let Some((id, _)) = inner.deadline.take() {
@@ -1034,14 +1063,14 @@ impl Port {
         let Some(driver) = self.shared.release(stream, false)? else {
             return Err(Error::new(
                 ErrorKind::NotAssigned,
-                format!("deassign_fd on stream {}: not assigned", isb.token()),
+                format!("deassign_fd on stream {}: not assigned", isb.stream.label()),
             ));
         };
         let name = driver.name();
         driver.into_fd().ok_or_else(|| {
             Error::invalid(format!(
                 "deassign_fd on stream {}: a {name} cannot hand its fd back; the stream was deassigned and the fd closed",
-                isb.token()
+                isb.stream.label()
             ))
         })
     }
@@ -1073,7 +1102,7 @@ impl Port {
         let stream = self.own(isb, Op::Write)?;
         let inner = stream.lock();
         let Some(driver) = inner.driver.as_ref() else {
-            return Err(not_assigned(Op::Write, stream.user_token));
+            return Err(not_assigned(Op::Write, stream.label()));
         };
         if stream.side_state(Side::Write) == isb::BUSY {
             return Err(Error::new(
@@ -1118,7 +1147,7 @@ impl Port {
         if isb.stream.port_key != self.shared.key() {
             return Err(Error::invalid(format!(
                 "{op} on stream {}: the ISB belongs to another port",
-                isb.stream.user_token
+                isb.stream.label()
             )));
         }
         Ok(&isb.stream)
@@ -1251,6 +1280,17 @@ impl Port {
     /// # Errors
     /// `InvalidInput` for `max == 0`; otherwise as [`Port::next_completion`].
     pub fn next_completions(&self, out: &mut Vec<Completion>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        Ok(self.next_batch(out, max, timeout)?.unwrap_or(0))
+    }
+
+    /// [`Port::next_completions`], saying why a wait that took nothing ended: `Ok(n)` with
+    /// `n > 0` completions appended, or `Err` with [`Next::Woken`] or [`Next::TimedOut`].
+    pub(crate) fn next_batch(
+        &self,
+        out: &mut Vec<Completion>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<std::result::Result<usize, Next>> {
         if max == 0 {
             return Err(Error::invalid("next_completions with max 0"));
         }
@@ -1258,9 +1298,9 @@ impl Port {
         match self.shared.next(timeout, Some((&mut *out, before + max - 1)))? {
             Next::Completion(first) => {
                 out.insert(before, first);
-                Ok(out.len() - before)
+                Ok(Ok(out.len() - before))
             }
-            Next::Woken | Next::TimedOut => Ok(0),
+            why => Ok(Err(why)),
         }
     }
 
@@ -1382,7 +1422,7 @@ impl Port {
     }
 }
 
-fn not_assigned(op: Op, token: u64) -> Error {
+fn not_assigned(op: Op, token: Label) -> Error {
     Error::new(
         ErrorKind::NotAssigned,
         format!("{op} on stream {token}: the stream is not assigned (deassigned or closed)"),
@@ -1403,6 +1443,11 @@ impl Shared {
     /// The identity ISBs carry to recognise their port.
     fn key(&self) -> usize {
         self as *const Shared as usize
+    }
+
+    /// How messages name the stream of `token` (see [`Label`]).
+    fn label(&self, token: u64) -> Label {
+        Label { token, c: self.c_tokens }
     }
 }
 

@@ -916,6 +916,7 @@ impl Shared {
 
     /// A dedicated worker: polls when nobody else will, parks otherwise, until shutdown.
     pub(crate) fn run_worker(&self) {
+        self.mark_worker_thread();
         let mut ctx = Ctx::new(self, Kind::Worker);
         let w = &self.wait;
         loop {

@@ -62,7 +62,9 @@ static void null_port(void) {
     CHECK_ERR(cport_set_timeout(NULL, isb, 10), CPORT_EINVAL);
     CHECK_ERR(cport_deassign(NULL, isb, &fd), CPORT_EINVAL);
     CHECK_ERR(cport_next_completion(NULL, 0, &c), CPORT_EINVAL);
+    n = 9;
     CHECK_ERR(cport_next_completions(NULL, 0, &c, 1, &n), CPORT_EINVAL);
+    CHECK_EQ(n, 0); /* *count is 0 whenever the call does not return CPORT_OK */
 
     /* assign_fd takes the fd even when it fails: it is closed. */
     int sv[2];
@@ -110,8 +112,11 @@ static void null_out_pointers(cport_port *port) {
     CHECK_ERR(cport_next_completion(port, 0, NULL), CPORT_EINVAL);
     CHECK_ERR(cport_next_completions(port, 0, NULL, 1, &n), CPORT_EINVAL);
     CHECK_ERR(cport_next_completions(port, 0, &c, 1, NULL), CPORT_EINVAL);
+    n = 9;
     CHECK_ERR(cport_next_completions(port, 0, &c, 0, &n), CPORT_EINVAL);
+    CHECK_EQ(n, 0);
     CHECK_ERR(cport_local_addr(port, listener, NULL, 64), CPORT_EINVAL);
+    CHECK(strstr(cport_last_error(), "null buffer") != NULL, "the reason: %s", cport_last_error());
 
     /* cancel's count pointer may be NULL. */
     CHECK_OK(cport_cancel(port, listener, NULL));
@@ -229,8 +234,11 @@ static void bad_fds(cport_port *port) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     CHECK(fd >= 0);
     unlink(path);
-    CHECK_ERR(cport_assign_fd(port, fd, NULL, &isb), CPORT_EINVAL);
+    CHECK_ERR(cport_assign_fd(port, fd, (void *)0x1234, &isb), CPORT_EINVAL);
     CHECK(!fd_is_open(fd), "a refused regular file must be closed");
+    /* The message names the stream by its user pointer, not as if it were a number of fd. */
+    CHECK(strstr(cport_last_error(), "user 0x1234") != NULL && strstr(cport_last_error(), "4660") == NULL,
+          "the message: %s", cport_last_error());
 
     /* An fd already assigned: EINVAL, and the stream that has it keeps it. */
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);

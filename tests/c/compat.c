@@ -9,7 +9,9 @@
 
 #include <completion_port.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -112,6 +114,100 @@ static void receive_send_and_hangup(COMPLETION_PORT_HANDLE cp) {
     completion_port_remove(cp, sv[0]);
     CHECK(fcntl(sv[0], F_GETFD) != -1, "the caller's socket stays open");
     close(sv[0]);
+}
+
+/* A hang-up watch alone (no receive pending) fires on the peer's hang-up: a shutdown of its
+ * writing side, or a close; a watch added after the hang-up fires at once. */
+static void hangup_watch_alone(COMPLETION_PORT_HANDLE cp) {
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    struct request w = {0};
+    COMPLETION_PORT_INGRESS_DATA d = request(EPOLLRDHUP, sv[0], &w, NULL, 0);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    CHECK(shutdown(sv[1], SHUT_WR) == 0);
+    expect(&w, COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
+
+    struct request again = {0};
+    d = request(EPOLLRDHUP, sv[0], &again, NULL, 0);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    expect(&again, COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    /* The watch ended once: a receive now meets the end of stream and says so, alone. */
+    char buf[8];
+    struct request rx = {0};
+    d = request(EPOLLIN, sv[0], &rx, buf, sizeof buf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    expect(&rx, COMPLETION_PORT_EPOLL_EPOLLIN, COMPLETION_PORT_RESULT_OK, 0);
+    CHECK_EQ(calls_of(&w), 1);
+    CHECK_EQ(calls_of(&again), 1);
+    completion_port_remove(cp, sv[0]);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* A close by the peer, on TCP. */
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    CHECK(l >= 0 && bind(l, (struct sockaddr *)&sin, sizeof sin) == 0 && listen(l, 1) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&sin, &len) == 0);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(c >= 0 && connect(c, (struct sockaddr *)&sin, sizeof sin) == 0);
+    int a = accept(l, NULL, NULL);
+    CHECK(a >= 0);
+    struct request tw = {0};
+    d = request(EPOLLRDHUP, a, &tw, NULL, 0);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    CHECK_EQ(calls_of(&tw), 0);
+    close(c);
+    expect(&tw, COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    completion_port_remove(cp, a);
+    close(a);
+    close(l);
+}
+
+/* The caller closes a socket without completion_port_remove and a new socket gets its number:
+ * the port notices (another socket behind the number), ends the old socket's request
+ * (CLOSING) and serves the new socket: a send reaches the new peer, never the old one's, and
+ * a receive gets the new peer's bytes. */
+static void reused_socket_number(COMPLETION_PORT_HANDLE cp) {
+    int old[2], neu[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, old) == 0);
+    char obuf[8];
+    struct request orx = {0};
+    COMPLETION_PORT_INGRESS_DATA d = request(EPOLLIN, old[0], &orx, obuf, sizeof obuf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    int n = old[0];
+    close(old[0]); /* the caller's mistake: no remove first */
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, neu) == 0);
+    if (neu[0] != n) { /* make sure the number is reused */
+        CHECK(dup2(neu[0], n) == n);
+        close(neu[0]);
+        neu[0] = n;
+    }
+    char msg[] = "for the new peer";
+    struct request tx = {0};
+    d = request(EPOLLOUT, n, &tx, msg, sizeof msg);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    expect(&tx, COMPLETION_PORT_EPOLL_EPOLLOUT, COMPLETION_PORT_RESULT_OK, (int)sizeof msg);
+    expect(&orx, COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    char got[sizeof msg];
+    CHECK(recv(neu[1], got, sizeof got, MSG_WAITALL) == (ssize_t)sizeof msg);
+    CHECK(memcmp(got, msg, sizeof msg) == 0);
+    /* The old socket is closed now (the caller's fd and the port's duplicate): its peer sees
+     * the end of stream, and no byte. */
+    ssize_t r = recv(old[1], got, sizeof got, MSG_DONTWAIT);
+    CHECK(r == 0 || (r == -1 && errno == EAGAIN), "the old peer got %zd bytes", r);
+
+    char nbuf[8];
+    struct request nrx = {0};
+    d = request(EPOLLIN, n, &nrx, nbuf, sizeof nbuf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    CHECK(write(neu[1], "new", 3) == 3);
+    expect(&nrx, COMPLETION_PORT_EPOLL_EPOLLIN, COMPLETION_PORT_RESULT_OK, 3);
+    CHECK(memcmp(nbuf, "new", 3) == 0);
+    completion_port_remove(cp, n);
+    close(neu[0]);
+    close(neu[1]);
+    close(old[1]);
 }
 
 static void refused_requests(COMPLETION_PORT_HANDLE cp) {
@@ -274,6 +370,8 @@ int main(void) {
     COMPLETION_PORT_HANDLE cp = completion_port_create();
     CHECK(cp != NULL);
     receive_send_and_hangup(cp);
+    hangup_watch_alone(cp);
+    reused_socket_number(cp);
     refused_requests(cp);
     completion_port_dec_ref(cp);
     last_dec_ref_with_requests_pending();

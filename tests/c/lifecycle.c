@@ -370,6 +370,19 @@ static void posts_and_batches(cport_port *port) {
     CHECK_EQ(c.value, 7);
     CHECK_EQ(cport_next_completion(port, -1, &c), CPORT_EWOKEN);
     CHECK_NO_COMPLETION(port, 0);
+
+    /* The batch form tells a wakeup from a timeout, with a finite timeout as with none. */
+    CHECK_OK(cport_wakeup(port));
+    n = 9;
+    CHECK_EQ(cport_next_completions(port, 5000, batch, 4, &n), CPORT_EWOKEN);
+    CHECK_EQ(n, 0);
+    CHECK_OK(cport_wakeup(port));
+    n = 9;
+    CHECK_EQ(cport_next_completions(port, -1, batch, 4, &n), CPORT_EWOKEN);
+    CHECK_EQ(n, 0);
+    n = 9;
+    CHECK_EQ(cport_next_completions(port, 1, batch, 4, &n), CPORT_ETIMEDOUT);
+    CHECK_EQ(n, 0);
 }
 
 /* ---- many threads waiting at once ---- */

@@ -15,7 +15,9 @@
  *   EPOLLOUT + OK         the whole buffer was sent
  *   EPOLLIN/EPOLLOUT + ABANDONED   the peer reset or hung up (`amount`: bytes moved before)
  *   EPOLLIN/EPOLLOUT + ERROR       the OS reported another error
- *   EPOLLRDHUP + ABANDONED         a receive or send of the socket met the peer's hang-up
+ *   EPOLLRDHUP + ABANDONED         the peer hung up (shut its writing side down, closed or
+ *                                  reset): seen by epoll, pending receive or not, or met
+ *                                  by a receive or send of the socket
  *   COMPLETION_PORT_CLOSING + ABANDONED   the request ended unfinished: its socket was removed,
  *                                          or the port's last reference went
  * Buffers are lent from completion_port_add until their request's callback (which may free
@@ -23,7 +25,10 @@
  * they may call any function of this header, including the last completion_port_dec_ref.
  *
  * Sockets stay the caller's: the port works on a duplicate of each (made by the first add of
- * the socket), closed by completion_port_remove. Remove a socket before closing it. The
+ * the socket), closed by completion_port_remove. Remove a socket before closing it; a socket
+ * closed without it whose number is reused by a new socket is recognised at the next add of
+ * that number (by its inode): the old socket's requests end with COMPLETION_PORT_CLOSING
+ * and the add goes to the new socket, never to the old one's peer. The
  * duplicate shares the socket's open file, so the socket becomes nonblocking (O_NONBLOCK
  * belongs to the open file) and stays so after remove. Sockets are sent to with
  * send(MSG_NOSIGNAL); other fds (a pipe) with write(2), which raises SIGPIPE when the reader

@@ -18,6 +18,13 @@
  * - Pointers: a function never keeps a pointer it is given past its return, except the buffers
  *   of an I/O (see "Buffers") and the port itself. A NULL where a pointer is required is
  *   CPORT_EINVAL, never a crash.
+ * - Out-parameters are written only when the call returns CPORT_OK, unless its description
+ *   says otherwise, and always before it returns. Other threads may take the completions a
+ *   call produced before that return: a call that starts or ends I/O (cport_connect,
+ *   cport_cancel, cport_deassign) must not be given an out-pointer into memory that a
+ *   completion handler may free, except where its description says the value is written
+ *   before anything can complete (cport_connect's handle).
+ * - Messages (cport_last_error) name a stream by its user pointer ("stream of user 0x1234").
  * - Threads: every function may be called from any thread, at the same time as any other,
  *   on the same port. Any number of threads may wait in cport_next_completion at once; each
  *   completion goes to exactly one of them.
@@ -126,11 +133,14 @@ typedef struct cport_completion {
  * (cport_last_error says why). The caller owns one reference. */
 cport_port *cport_create_port(const cport_options *options);
 
-/* Adds a reference; returns `port` (NULL if `port` is NULL or not a port). */
+/* Adds a reference; returns `port`, or NULL if `port` is NULL or not a port. A pointer whose
+ * references are all gone is undefined behaviour like any freed pointer (the port's memory is
+ * marked when it is freed, so such a call most likely returns NULL, but do not rely on it). */
 cport_port *cport_port_inc_ref(cport_port *port);
 
 /* Drops a reference; the last one shuts the port down and frees it (see "Ports"). The caller
- * must not use this reference afterwards. NULL does nothing. */
+ * must not use this reference afterwards (a second dec_ref of it is undefined behaviour).
+ * NULL does nothing. */
 void cport_port_dec_ref(cport_port *port);
 
 /* Shuts the port down: new I/O, streams and posts are refused with CPORT_ECLOSED, every pending
@@ -149,36 +159,49 @@ int cport_post(cport_port *port, void *user, uint64_t value);
 
 /* ---- streams ---- */
 
-/* Assigns an open fd to the port under `user` and writes its handle to *out. The port owns the
- * fd from then on (even when this fails: then it is closed) until cport_deassign gives it back.
- * Sockets are recognised (TCP or Unix stream, listener, UDP) and used with send(MSG_NOSIGNAL);
- * any other fd epoll can watch (pipe, FIFO, tty, eventfd, ...) with read(2)/write(2). It is
- * made nonblocking. CPORT_EINVAL for an fd epoll cannot watch (a regular file), and for an fd
+/* Assigns an open fd to the port under `user` and writes its handle to *out (on success; no
+ * I/O of the stream exists before this returns). The port owns the fd from then on (even
+ * when this fails: then it is closed) until cport_deassign gives it back. Sockets are
+ * recognised (TCP or Unix stream, listener, UDP) and used with send(MSG_NOSIGNAL); any other
+ * fd epoll can watch (pipe, FIFO, tty, eventfd, ...) with read(2)/write(2). It is made
+ * nonblocking. CPORT_EINVAL for an fd epoll cannot watch (a regular file), and for an fd
  * already assigned to this port. An fd one of the port's streams has is never closed by a
- * refusal (this one, CPORT_ECLOSED, a NULL out): it is still that stream's. */
+ * refusal (this one, CPORT_ECLOSED, a NULL out): it is still that stream's. An fd belongs to
+ * one port: giving the same fd to a second port while the first has it is the caller's bug
+ * (both would close it, the second close possibly another file's fd), which cport cannot
+ * detect. */
 int cport_assign_fd(cport_port *port, int fd, void *user, cport_isb *out);
 
 /* Binds a listener to `addr` ("127.0.0.1:7000", "[::1]:0", port 0 = any; "unix:/path" for a
- * Unix socket, which must not exist) and assigns it under `user`. Start accepting with
- * cport_accept. */
+ * Unix socket, which must not exist) and assigns it under `user`; *out gets its handle on
+ * success. Start accepting with cport_accept. A Unix listener's socket file stays after the
+ * listener is closed (as with any Unix socket: unlink it when done), except when this call
+ * fails after creating it: then it is removed. */
 int cport_listen(cport_port *port, const char *addr, void *user, cport_isb *out);
 
 /* Starts a nonblocking connect to `addr` (as for cport_listen) on a new stream assigned under
  * `user`; its completion (CPORT_OP_CONNECT; a refused connection: status FAILED, os_error
- * ECONNREFUSED) comes on that stream. */
+ * ECONNREFUSED) comes on that stream. *out gets the stream's handle before the connect
+ * starts, so a thread that takes the CONNECT completion (even before this call returns)
+ * finds it there, and this call never writes *out afterwards: *out may be a field of the
+ * connection's own block, freed by the handler of the stream's CLOSE. On failure *out is
+ * left as it was, or all zero. */
 int cport_connect(cport_port *port, const char *addr, void *user, cport_isb *out);
 
-/* Writes the local address of an IP stream ("127.0.0.1:41234") to buf, NUL-terminated.
- * CPORT_EINVAL if `len` is too small (the message says how much is needed) or the stream is
- * not an IP socket. */
+/* Writes the local address of an IP stream ("127.0.0.1:41234") to buf, NUL-terminated (on
+ * success only). CPORT_EINVAL for a NULL buf, a `len` too small (the message says how much
+ * is needed), or a stream that is not an IP socket. */
 int cport_local_addr(cport_port *port, cport_isb isb, char *buf, size_t len);
 
 /* Starts a read into buf that completes once at least `min` (0 < min is not required: 0 reads
  * whatever is there, possibly nothing) and at most `max` bytes arrived, or at end of stream,
- * error, cancel... `max` bytes of buf are lent to the port (see "Buffers"). */
+ * error, cancel... `max` bytes of buf are lent to the port (see "Buffers"). `max` must be at
+ * least 1 (CPORT_EINVAL otherwise, as for min > max). */
 int cport_read(cport_port *port, cport_isb isb, void *buf, size_t min, size_t max);
 
-/* Starts a write of all `len` bytes of buf (lent to the port until the completion). */
+/* Starts a write of all `len` bytes of buf (lent to the port until the completion). `len`
+ * must be at least 1 (CPORT_EINVAL otherwise: a write of nothing would complete at once
+ * having done nothing). */
 int cport_write(cport_port *port, cport_isb isb, const void *buf, size_t len);
 
 /* As cport_read and cport_write, except that an I/O that finishes at once (data already
@@ -186,12 +209,14 @@ int cport_write(cport_port *port, cport_isb isb, const void *buf, size_t len);
  * thread is woken for it (IOCP's "skip completion port on success"); done->op is 0 when the
  * I/O is pending (its completion then comes through cport_next_completion as usual). A thread
  * that handles a completion and starts the next I/O of the same stream (an echo's write)
- * saves a queue trip this way. */
+ * saves a queue trip this way. *done is written on CPORT_OK only (done->op 0, or the whole
+ * completion). */
 int cport_read_inline(cport_port *port, cport_isb isb, void *buf, size_t min, size_t max, cport_completion *done);
 int cport_write_inline(cport_port *port, cport_isb isb, const void *buf, size_t len, cport_completion *done);
 
 /* Vectored read of at least `min` bytes into the `n` iovecs (1..1024; the array itself is
- * copied during the call; the memory it points to is lent until the completion). */
+ * copied during the call; the memory it points to is lent until the completion). Entries of
+ * length 0 are skipped; at least one must have a length. */
 int cport_readv(cport_port *port, cport_isb isb, const struct iovec *iov, int n, size_t min);
 
 /* Vectored write of every byte of the `n` iovecs (as cport_readv). */
@@ -210,7 +235,9 @@ int cport_accept(cport_port *port, cport_isb isb, size_t n);
 int cport_close(cport_port *port, cport_isb isb);
 
 /* Cancels the stream's pending I/O (each still completes once, as cancelled, unless it had
- * already finished); *cancelled (if not NULL) gets how many were cancelled. */
+ * already finished); *cancelled (if not NULL) gets how many were cancelled, on CPORT_OK,
+ * written after the cancelled completions were queued (see "Conventions": not into memory a
+ * handler of those completions may free). */
 int cport_cancel(cport_port *port, cport_isb isb, size_t *cancelled);
 
 /* Sets the stream's deadline: I/O still pending `timeout_ms` from now completes as TIMED_OUT.
@@ -220,20 +247,22 @@ int cport_set_timeout(cport_port *port, cport_isb isb, int64_t timeout_ms);
 /* Releases the stream without a completion: its pending I/O completes as cancelled (its
  * buffers come back through cport_next_completion), and no completion of it is queued after
  * this returns. With fd NULL the fd is closed; else it is written to *fd, open, and the
- * caller owns it. */
+ * caller owns it (on CPORT_OK, after the cancelled completions were queued: see
+ * "Conventions"). */
 int cport_deassign(cport_port *port, cport_isb isb, int *fd);
 
 /* ---- completions ---- */
 
-/* Waits at most `timeout_ms` (negative: no limit) for a completion and writes it to *out.
- * Returns CPORT_OK (a completion), CPORT_ETIMEDOUT, CPORT_EWOKEN (cport_wakeup), or
- * CPORT_ECLOSED once the port is shut down and every completion has been taken. The calling
- * thread may do the I/O of the streams that are ready while it waits. */
+/* Waits at most `timeout_ms` (negative: no limit) for a completion and writes it to *out
+ * (on CPORT_OK only). Returns CPORT_OK (a completion), CPORT_ETIMEDOUT, CPORT_EWOKEN
+ * (cport_wakeup), or CPORT_ECLOSED once the port is shut down and every completion has been
+ * taken. The calling thread may do the I/O of the streams that are ready while it waits. */
 int cport_next_completion(cport_port *port, int timeout_ms, cport_completion *out);
 
 /* Waits like cport_next_completion for the first completion, then takes up to `max` in all
- * without waiting again, writing them to out[0..*count]. Returns as cport_next_completion
- * (with *count 0 unless CPORT_OK). */
+ * without waiting again, writing them to out[0..*count]. Returns as cport_next_completion:
+ * CPORT_EWOKEN for a wakeup and CPORT_ETIMEDOUT for a timeout, with a finite timeout as with
+ * none. *count (if not NULL) is written by every call: 0 unless CPORT_OK. */
 int cport_next_completions(cport_port *port, int timeout_ms, cport_completion *out, size_t max, size_t *count);
 
 /* ---- errors ---- */
