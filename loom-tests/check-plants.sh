@@ -29,6 +29,7 @@ plants=(
     "poller_blocks_blind|models/waiters_race_post_and_wakeup|deadlock"
     "wakeup_left_to_searcher|models/waiters_race_post_and_wakeup|deadlock"
     "no_pass_on|models/searcher_passes_the_look_on|deadlock"
+    "no_local_delivery|models/a_handlers_io_comes_back_to_it|the handler's own read comes back to it"
     "connect_unchecked|models/connect_races_shutdown|a started connect completes before PortClosed"
     "close_unchecked|models/close_races_shutdown|every completion before PortClosed, Close last"
     "retire_keeps_work|models/no_completion_stranded_when_its_taker_leaves|deadlock"

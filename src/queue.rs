@@ -87,12 +87,7 @@ mod imp {
             self.inner.is_empty()
         }
 
-        /// Takes the oldest item, and moves some more into `dest`.
-        pub(crate) fn steal_into(&self, dest: &Local<T>) -> Option<T> {
-            settle(|| self.inner.steal_batch_and_pop(&dest.inner))
-        }
-
-        /// Takes the oldest item.
+        /// Takes the oldest item (one at a time: see `Wait::find`).
         pub(crate) fn steal(&self) -> Option<T> {
             settle(|| self.inner.steal())
         }
@@ -169,11 +164,6 @@ mod imp {
             lock(&self.inner).is_empty()
         }
 
-        pub(crate) fn steal_into(&self, dest: &Local<T>) -> Option<T> {
-            let _ = dest;
-            lock(&self.inner).pop_front()
-        }
-
         pub(crate) fn steal(&self) -> Option<T> {
             lock(&self.inner).pop_front()
         }
@@ -231,14 +221,12 @@ mod tests {
             .map(|_| {
                 let q = q.clone();
                 std::thread::spawn(move || {
-                    let local = Local::new();
                     let mut got = Vec::new();
                     let mut idle = 0;
                     while idle < 1000 {
-                        match q.steal_into(&local) {
+                        match q.steal() {
                             Some(v) => {
                                 got.push(v);
-                                got.extend(std::iter::from_fn(|| local.pop()));
                                 idle = 0
                             }
                             None => {

@@ -51,6 +51,13 @@ fn connects_race_shutdown(threads: usize, rounds: usize) {
             std::thread::spawn(move || {
                 let mut isbs = Vec::new();
                 loop {
+                    if isbs.len() >= 64 {
+                        // Enough to race with: wait for the shutdown rather than fill the
+                        // listener's backlog (a connect to a full Unix backlog fails EAGAIN).
+                        while !port.is_shut_down() {
+                            std::thread::yield_now();
+                        }
+                    }
                     let token = isbs.len() as u64;
                     let r = if use_tcp { port.connect(addr, token) } else { port.connect_unix(&path, token) };
                     match r {

@@ -432,6 +432,32 @@ fn searcher_passes_the_look_on() {
     });
 }
 
+/// Model 9b: local delivery. This thread serves the port (it took a completion: between two
+/// calls it is a handler) while another waiter waits. The handler starts a read whose data is
+/// already there, so it finishes inside `start_io`: its completion goes to the handler's own
+/// queue and comes back at the handler's next call, whatever the other waiter does (nobody
+/// else may take it: a handler back soon keeps its queue); a wakeup then releases the other.
+/// Plant `no_local_delivery`: the handler's completion goes to the shared queue, where the other
+/// waiter, woken for it, may take it first.
+#[test]
+fn a_handlers_io_comes_back_to_it() {
+    model("a_handlers_io_comes_back_to_it", || {
+        let port = Port::builder().threads(0).build().unwrap();
+        let (drv, peer) = pair(&port);
+        let isb = port.assign(drv, 7).unwrap();
+        peer.send(b"ab");
+        port.post(1, 0).unwrap();
+        assert_eq!(port.next_completion(None).unwrap().map(|c| c.token()), Some(1));
+        let p = port.clone();
+        let other = thread::spawn(move || p.next_completion(None).unwrap().map(|c| c.token()));
+        port.start_io(&isb, Request::read_exact(vec![0; 2])).unwrap();
+        let mine = port.next_completion(Some(Duration::ZERO)).unwrap().map(|c| c.token());
+        port.wakeup();
+        let theirs = other.join().unwrap();
+        assert_eq!((mine, theirs), (Some(7), None), "the handler's own read comes back to it");
+    });
+}
+
 /// Model 10: `connect` racing `shutdown` while this thread drains. A connect that returned an
 /// ISB has its one completion before `PortClosed`; one that lost the race is refused with
 /// `PortClosed`. (The connect fails at once, deterministically: nothing listens at the path.)

@@ -548,15 +548,15 @@ impl Port {
         }
         inner.pending[Side::Write as usize] =
             Some(Box::new(Pending::new(Request { kind: Kind::Connect, extra: None })));
-        match outcome {
-            Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, &mut Deliver::Queue),
+        self.shared.producing(|how| match outcome {
+            Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, how),
             Some(Err(e)) => {
                 let status =
                     if e.kind() == std::io::ErrorKind::ConnectionReset { Status::Abandoned } else { Status::Failed };
-                self.shared.finish(stream, &mut inner, Side::Write, status, Some(e), &mut Deliver::Queue)
+                self.shared.finish(stream, &mut inner, Side::Write, status, Some(e), how)
             }
-            None => self.shared.rearm(stream, &mut inner, &mut Deliver::Queue),
-        }
+            None => self.shared.rearm(stream, &mut inner, how),
+        });
         drop(inner);
         Ok(isb)
     }
@@ -588,7 +588,7 @@ impl Port {
     /// (read or write) already has an I/O or an untaken completion; `PortClosed` after
     /// shutdown.
     pub fn start_io(&self, isb: &Isb, req: Request) -> std::result::Result<(), StartError> {
-        self.start(isb, req, &mut Deliver::Queue)
+        self.shared.producing(|how| self.start(isb, req, how))
     }
 
     fn start(&self, isb: &Isb, req: Request, how: &mut Deliver<'_>) -> std::result::Result<(), StartError> {
@@ -652,7 +652,7 @@ impl Port {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
             p.timer = Some(self.shared.arm_timer(at, stream.token, TimerKind::Request(side)));
         }
-        self.shared.rearm(stream, &mut inner, &mut Deliver::Queue);
+        self.shared.rearm(stream, &mut inner, how);
         Ok(())
     }
 
@@ -1185,7 +1185,7 @@ impl Port {
         s.enter_gate()?;
         let mut c = Completion::new(token, None, Op::Post, Status::Ok);
         c.value = value;
-        s.deliver(c, &mut Deliver::Queue);
+        s.producing(|how| s.deliver(c, how));
         s.leave_gate();
         Ok(())
     }

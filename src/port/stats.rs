@@ -41,6 +41,16 @@ pub struct Stats {
     pub eventfd_pokes: u64,
     /// Times the standby took over work a thread left behind and did not come back to.
     pub rescues: u64,
+    /// Completions of I/O started (or posted) by a thread between two of its
+    /// `next_completion` calls that finished at once: queued in that thread's own queue,
+    /// for its next call, with nobody woken.
+    pub local: u64,
+    /// Completions queued in the port's shared queue (produced by threads that do not wait
+    /// on the port, by cancels and closes, or left by a thread that exited).
+    pub injected: u64,
+    /// Non-blocking `epoll_wait` calls made for fairness: a thread that takes completions
+    /// looks at epoll at least once every 61 of them, however much its queues hold.
+    pub forced_polls: u64,
 }
 
 impl Stats {
@@ -77,9 +87,12 @@ pub(crate) enum Counter {
     FutexWakes,
     EventfdPokes,
     Rescues,
+    Local,
+    Injected,
+    ForcedPolls,
 }
 
-const COUNTERS: usize = Counter::Rescues as usize + 1;
+const COUNTERS: usize = Counter::ForcedPolls as usize + 1;
 
 impl Counter {
     pub(crate) fn of(status: Status) -> Counter {
@@ -144,5 +157,8 @@ impl Counters {
         s.futex_wakes += g(Counter::FutexWakes);
         s.eventfd_pokes += g(Counter::EventfdPokes);
         s.rescues += g(Counter::Rescues);
+        s.local += g(Counter::Local);
+        s.injected += g(Counter::Injected);
+        s.forced_polls += g(Counter::ForcedPolls);
     }
 }

@@ -40,6 +40,14 @@ const SOON_NS: u64 = 1_000_000;
 const SAMPLE: u32 = 8;
 /// How long a waiter at shutdown waits for a completion on its way to a queue (see W9).
 const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(1);
+/// Fairness: a thread that takes completions does a non-blocking `epoll_wait` (when nobody
+/// holds the poll role) at least once every this many completions it takes, however much
+/// its queues hold, so a stream armed in epoll waits behind at most this many completions of
+/// others (plus what the poll finds before it).
+pub(crate) const POLL_EVERY: u32 = 61;
+/// Fairness: a thread looks at the shared injector first at least once every this many
+/// completions it takes, so completions there do not wait behind its own queue.
+pub(crate) const INJECTOR_EVERY: u32 = 31;
 /// How long the standby sleeps between looks while other threads are busy.
 const STANDBY_BUSY: Duration = Duration::from_millis(2);
 /// ... and while they are all idle too (so an idle port costs a wake-up now and then, no more).
@@ -226,6 +234,10 @@ pub(crate) struct Ctx {
     next_victim: usize,
     /// Calls of `next_completion` so far (for sampling the time away).
     visits: u32,
+    /// Completions taken since this thread last polled (fairness: `POLL_EVERY`).
+    since_poll: u32,
+    /// Completions taken so far (fairness: `INJECTOR_EVERY`).
+    takes: u32,
 }
 
 #[cfg(not(loom))]
@@ -266,6 +278,8 @@ impl Ctx {
             ema_ns: 0,
             next_victim: 0,
             visits: 0,
+            since_poll: 0,
+            takes: 0,
         }
     }
 
@@ -296,6 +310,19 @@ pub(crate) fn checkout(shared: &Shared) -> Ctx {
         Some(c.swap_remove(i))
     });
     found.unwrap_or_else(|| Ctx::new(shared, Kind::Waiter))
+}
+
+/// This thread's context for `shared`'s port, if it has one and is not using it (between two
+/// calls of `next_completion`: a handler). Give it back with [`checkin`].
+pub(crate) fn borrow_ctx(shared: &Shared) -> Option<Ctx> {
+    CONTEXTS
+        .try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            let i = c.iter().position(|x| Arc::ptr_eq(&x.link, &shared.wait.link))?;
+            Some(c.swap_remove(i))
+        })
+        .ok()
+        .flatten()
 }
 
 /// Puts a context back for the next call (a duplicate from a nested call is retired).
@@ -386,6 +413,7 @@ impl Wait {
     /// Queues a completion produced outside a dispatch and wakes a thread for it if need be.
     pub(crate) fn inject(&self, c: Completion, shared: &Shared) {
         self.injector.push(c);
+        with_counters(shared, |x| x.add(Counter::Injected, 1));
         self.notify(shared);
     }
 
@@ -486,15 +514,23 @@ impl Wait {
     }
 
     /// Takes the next completion for `ctx`: its own queue, the injector, then the queues
-    /// open to others (every queue at shutdown).
+    /// open to others (every queue at shutdown). Once every `INJECTOR_EVERY` takes the
+    /// injector comes first, so it is never starved by a queue that stays full.
     fn find(&self, ctx: &mut Ctx, closed: bool) -> Option<Completion> {
+        // The injector is taken from one completion at a time, never in a batch into the own
+        // queue: then the injector-first turn cannot pass completions the own queue holds
+        // from the injector, and what one thread queued there comes out in order. (At
+        // shutdown a batch in transit between two queues would also look like empty queues
+        // to shutdown's last look, W9.)
+        if !closed && ctx.takes % INJECTOR_EVERY == INJECTOR_EVERY - 1 {
+            if let Some(c) = self.injector.steal() {
+                return Some(c);
+            }
+        }
         if let Some(c) = ctx.queue.pop() {
             return Some(c);
         }
-        // At shutdown one at a time: a batch in transit between two queues would look like
-        // empty queues to shutdown's last look (W9).
-        let from_injector = if closed { self.injector.steal() } else { self.injector.steal_into(&ctx.queue) };
-        if let Some(c) = from_injector {
+        if let Some(c) = self.injector.steal() {
             return Some(c);
         }
         let peers = ctx.peers(self);
@@ -717,6 +753,15 @@ impl Wait {
         }
         ctx.peer.phase.set(AWAY);
         let left = ctx.queue.len() > 0;
+        self.settle(ctx, left, shared);
+    }
+
+    /// W3's decision, for a waiter away from the port: what it leaves (completions in its
+    /// queue if `left`, the poll role vacant) is its own to come back to, unless it is slow to
+    /// come back: then a parked thread is woken to take it. With no standby, one parked thread
+    /// is woken to become it. Called by `leave`, and by a handler that just queued a completion
+    /// of its own (local delivery, see [`Shared::producing`]).
+    fn settle(&self, ctx: &Ctx, left: bool, shared: &Shared) {
         if !left && self.poll.peek() != VACANT {
             return;
         }
@@ -755,9 +800,14 @@ impl Wait {
         #[cfg(not(loom))]
         let keep = false;
         // Planted bug `retire_keeps_work`: a thread that leaves for good keeps what its queue held.
+        let mut n = 0;
         while let Some(c) = ctx.queue.pop().filter(|_| !keep) {
             self.injector.push(c);
+            n += 1;
+        }
+        if n > 0 {
             moved = true;
+            self.counters.add(Counter::Injected, n);
         }
         self.in_flight.fetch_sub(1, SeqCst);
         let peer = ctx.peer.clone();
@@ -784,6 +834,31 @@ impl Wait {
 }
 
 impl Shared {
+    /// Runs `f` with where the completions it produces go. A thread that serves this port
+    /// (it has a context here and is between two `next_completion` calls: a handler) gets
+    /// them in its own queue, for its next call, and nobody is woken for them unless W3's
+    /// rule says so (it is slow to come back, or there is no standby); any other thread puts
+    /// them in the shared injector (W7).
+    pub(crate) fn producing<R>(&self, f: impl FnOnce(&mut Deliver<'_>) -> R) -> R {
+        #[cfg(loom)]
+        let local = !crate::sync::planted("no_local_delivery");
+        #[cfg(not(loom))]
+        let local = true;
+        // Planted bug `no_local_delivery`: a handler's completions go to the injector.
+        let Some(ctx) = local.then(|| borrow_ctx(self)).flatten() else {
+            return f(&mut Deliver::Queue);
+        };
+        let before = ctx.queue.len();
+        let r = f(&mut Deliver::Local(&ctx.queue, &ctx.peer.counters));
+        let added = ctx.queue.len().saturating_sub(before);
+        if added > 0 {
+            ctx.peer.counters.add(Counter::Local, added as u64);
+            self.wait.settle(&ctx, true, self);
+        }
+        checkin(ctx);
+        r
+    }
+
     /// `next_completion` and its batch form: waits for the first completion as
     /// `next_completion` documents, then takes up to `more` others without waiting.
     pub(crate) fn next(
@@ -812,6 +887,8 @@ impl Shared {
     /// is delivered into `ctx`'s queue).
     fn take(&self, ctx: &mut Ctx, closed: bool) -> Option<Completion> {
         let c = self.wait.find(ctx, closed)?;
+        ctx.takes = ctx.takes.wrapping_add(1);
+        ctx.since_poll = ctx.since_poll.saturating_add(1);
         ctx.peer.counters.add(Counter::of(c.status), 1);
         self.processed(&c, &mut Deliver::Local(&ctx.queue, &ctx.peer.counters));
         Some(c)
@@ -826,6 +903,12 @@ impl Shared {
         let mut closing_since = None;
         let result = loop {
             let closed = self.state.load(SeqCst) == CLOSED;
+            if !closed && ctx.since_poll >= POLL_EVERY && w.poll.peek() == VACANT && w.acquire_poll(WAITER) {
+                // Fairness: however much the queues hold, streams armed in epoll are looked at
+                // at least once every `POLL_EVERY` completions this thread takes.
+                ctx.peer.counters.add(Counter::ForcedPolls, 1);
+                self.poll_once(ctx, 0);
+            }
             if let Some(c) = self.take(ctx, closed) {
                 break Ok(Next::Completion(c));
             }
@@ -898,6 +981,7 @@ impl Shared {
     /// of the poll role, which it gives up at the end. Returns true on the stop event.
     fn poll_once(&self, ctx: &mut Ctx, ms: i32) -> bool {
         let w = &self.wait;
+        ctx.since_poll = 0;
         let waited = self.selector.wait(&mut ctx.events, ms).is_ok();
         ctx.peer.phase.set(BUSY);
         if w.poll.load(SeqCst) == WAITER_BLOCKED {
