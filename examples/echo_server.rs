@@ -63,45 +63,46 @@ fn serve(addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// What one finished operation leads to.
+/// What one finished operation leads to. Each connection has one I/O in flight and one buffer,
+/// which goes round: a read into its spare capacity (no zero-filling), the write of what came,
+/// then, emptied, the next read.
 fn handle(port: &Port, listener: &Isb, mut c: Completion) {
     let Some(isb) = c.isb().cloned() else { return };
-    match (c.token(), c.op(), c.status()) {
+    let ok = match (c.token(), c.op(), c.status()) {
         (SIGNALS, Op::Read, Status::Ok) => {
             eprintln!("echo_server: stopping");
             let _ = port.close(listener);
             port.shutdown();
+            true
         }
         (LISTENER, Op::Accept, Status::Ok) => {
+            // A new connection: assign it and read from it (a refused one is closed).
             let Some(conn) = c.take_accepted() else { return };
             let _ = conn.set_nodelay(true);
-            let started = port.assign(conn, NEXT_ID.fetch_add(1, Relaxed)).map(|conn| {
-                if port.read(&conn, vec![0; BUF], 1..=BUF).is_err() {
+            match port.assign(conn, NEXT_ID.fetch_add(1, Relaxed)) {
+                Ok(conn) if port.read_buf(&conn, Vec::with_capacity(BUF), 1..=BUF).is_err() => {
                     let _ = port.close(&conn);
                 }
-            });
-            if let Err(e) = started {
-                eprintln!("echo_server: {e:#}");
+                Ok(_) => {}
+                Err(e) => report(Some(e)),
             }
+            true
         }
-        (LISTENER, Op::Accept, _) => report(c.result().err()), // EMFILE: the port rests the listener
-        (_, Op::Read, Status::Ok) => {
-            if let Err(e) = port.write(&isb, c.into_data()) {
-                report(Some(e.error().clone()));
-                let _ = port.close(&isb);
-            }
+        (LISTENER, Op::Accept, _) => {
+            report(c.result().err()); // EMFILE: the port rests the listener
+            true
         }
+        (_, Op::Read, Status::Ok) => port.write(&isb, c.into_data()).is_ok(), // echo what came
         (_, Op::Write, Status::Ok) => {
-            let mut buf = c.take_buffer().unwrap_or_default();
-            buf.resize(BUF, 0);
-            if port.read(&isb, buf, 1..=BUF).is_err() {
-                let _ = port.close(&isb);
-            }
+            let mut buf = c.into_data(); // what was written: read into it again
+            buf.clear();
+            port.read_buf(&isb, buf, 1..=BUF).is_ok()
         }
-        (_, Op::Read | Op::Write, _) => {
-            let _ = port.close(&isb); // end of stream, reset, error, or cancelled at shutdown
-        }
-        _ => {} // Close completions, and the series' end at shutdown
+        (_, Op::Read | Op::Write, _) => false, // end of stream, reset, error, or cancelled at shutdown
+        _ => true,                             // Close completions, and the series' end at shutdown
+    };
+    if !ok {
+        let _ = port.close(&isb);
     }
 }
 

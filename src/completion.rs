@@ -164,7 +164,8 @@ impl Completion {
     }
 
     /// The whole buffer of a read, write, recv_from or send_to, as it was given (for a read,
-    /// only its first [`bytes`](Completion::bytes) are new: see [`Completion::data`]).
+    /// only its first [`bytes`](Completion::bytes) are new: see [`Completion::data`]; for a
+    /// [`read_buf`](crate::Request::read_buf), the bytes read).
     pub fn buffer(&self) -> Option<&[u8]> {
         self.buf.as_deref()
     }
@@ -218,6 +219,11 @@ impl Completion {
                 b.truncate(self.bytes);
                 return b;
             }
+            Some(Buf::Spare(mut v, start)) => {
+                v.truncate(start + self.bytes);
+                v.drain(..start);
+                return v;
+            }
             Some(b) => return b[..self.bytes.min(b.len())].to_vec(),
             None => {}
         }
@@ -232,7 +238,8 @@ impl Completion {
     }
 
     /// Takes the whole buffer back out, to reuse it (its length is unchanged: only the first
-    /// [`bytes`](Completion::bytes) are new).
+    /// [`bytes`](Completion::bytes) are new; a [`read_buf`](crate::Request::read_buf)'s vector
+    /// comes back grown by the bytes read).
     ///
     /// ```
     /// use cport::{Port, Request};

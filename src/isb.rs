@@ -185,8 +185,9 @@ impl Pending {
 pub(crate) struct Inner {
     /// `None` once deassigned or closed.
     pub(crate) driver: Option<Box<dyn Driver>>,
-    /// The request pending on each side, boxed so an idle stream stays small.
-    pub(crate) pending: [Option<Box<Pending>>; 2],
+    /// The request pending on each side (in place: a box would cost an allocation per I/O,
+    /// and most streams have a read pending most of the time anyway).
+    pub(crate) pending: [Option<Pending>; 2],
     /// What epoll is (as far as we know) armed for. Cleared when an event is taken.
     pub(crate) armed: Interest,
     /// The deadline timer and its sequence number, if one is set.
@@ -375,6 +376,9 @@ fn report(extra: &mut Option<Box<Extra>>, done: usize) {
 /// bytes it asked for, the total at which the request is done, and whether it is a read.
 fn transfer(driver: &mut dyn Driver, kind: &mut Kind, done: usize) -> Option<(io::Result<usize>, usize, usize, bool)> {
     Some(match kind {
+        Kind::Read { buf: Buf::Spare(v, _), min, max } => {
+            (crate::buf::read_spare(driver, v, *max - done), *max - done, *min, true)
+        }
         Kind::Read { buf, min, max } => (driver.read(&mut buf[done..*max]), *max - done, *min, true),
         Kind::ReadVectored { bufs, min } => {
             let asked = bufs.iter().map(|b| b.len()).sum::<usize>() - done;

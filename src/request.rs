@@ -167,6 +167,41 @@ impl Request {
         Request::new(Kind::Read { buf: buf.into(), min, max })
     }
 
+    /// Read at least `*range.start()` and at most `*range.end()` bytes into the *spare
+    /// capacity* of `buf` (`buf.len()..buf.capacity()`), appending them: a buffer reused after
+    /// `clear()` is read into as it is, with no zero-filling (tokio's `read_buf`). The
+    /// completion's [`data`](crate::Completion::data) and
+    /// [`into_data`](crate::Completion::into_data) are the bytes read;
+    /// [`take_buffer`](crate::Completion::take_buffer) gives the vector back with them
+    /// appended after what it held. `max` must be at most `buf.capacity() - buf.len()` and not
+    /// zero, and `min <= max`.
+    ///
+    /// ```
+    /// use cport::{Port, Request};
+    /// use std::io::Write;
+    ///
+    /// let port = Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// let mut buf = Vec::with_capacity(4096);
+    /// for msg in [&b"one"[..], b"three"] {
+    ///     peer.write_all(msg)?;
+    ///     port.start_io(&isb, Request::read_buf(buf, 1..=4096))?;
+    ///     let mut c = port.next_completion(None)?.expect("no timeout");
+    ///     assert_eq!(c.data(), msg);
+    ///     buf = c.take_buffer().expect("the vector");
+    ///     assert_eq!(buf, msg);
+    ///     buf.clear(); // the same allocation, read into again without a memset
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
+    pub fn read_buf(buf: Vec<u8>, range: RangeInclusive<usize>) -> Request {
+        let (min, max) = range.into_inner();
+        let start = buf.len();
+        Request::new(Kind::Read { buf: Buf::Spare(buf, start), min, max })
+    }
+
     /// Read whatever is there, at least one byte and at most `buf.len()`.
     ///
     /// ```
@@ -441,6 +476,18 @@ impl Request {
     /// Checks the arguments; the message names what is wrong.
     pub(crate) fn validate(&self) -> Result<(), String> {
         match &self.kind {
+            Kind::Read { buf: Buf::Spare(v, start), min, max } => {
+                let spare = v.capacity() - start;
+                if *max == 0 {
+                    Err("read_buf of zero bytes (max is 0)".into())
+                } else if min > max {
+                    Err(format!("read range is empty: min {min} > max {max}"))
+                } else if *max > spare {
+                    Err(format!("read_buf max {max} is larger than the buffer's spare capacity ({spare} bytes)"))
+                } else {
+                    Ok(())
+                }
+            }
             Kind::Read { buf, min, max } => {
                 if *max == 0 {
                     Err("read of zero bytes (max is 0 or the buffer is empty)".into())

@@ -57,6 +57,16 @@ pub trait Driver: Send + 'static {
         let _ = op;
     }
 
+    /// Whether [`Driver::read`] is a plain `read(2)` of [`Driver::fd`] (or `recv` without
+    /// flags, the same on a socket). Then the port may read that fd itself into memory that is
+    /// not initialised yet, for [`Request::read_buf`](crate::Request::read_buf), which saves
+    /// zero-filling the buffer first. Default `false`: the port calls `read` as usual on a
+    /// zeroed buffer. The built-in drivers say `true`. A driver that says `true` wrongly gets
+    /// its fd read directly (wrong bytes for a stream that needs decoding), never unsound memory.
+    fn plain_reads(&self) -> bool {
+        false
+    }
+
     /// Reads into `buf`; `Ok(0)` is end of stream.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let _ = buf;
@@ -209,6 +219,9 @@ impl Driver for Accepted {
     fn cancel(&mut self, op: Op) {
         self.driver.cancel(op)
     }
+    fn plain_reads(&self) -> bool {
+        self.driver.plain_reads()
+    }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.driver.read(buf)
     }
@@ -260,6 +273,9 @@ impl Driver for Box<dyn Driver> {
     }
     fn cancel(&mut self, op: Op) {
         (**self).cancel(op)
+    }
+    fn plain_reads(&self) -> bool {
+        (**self).plain_reads()
     }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (**self).read(buf)

@@ -112,6 +112,9 @@ macro_rules! stream_driver {
                 let domain_ok: fn(SocketKind) -> bool = $domain_ok;
                 attach_socket(self.sock.as_fd(), $label, |k| is_stream(k) && domain_ok(k))
             }
+            fn plain_reads(&self) -> bool {
+                true
+            }
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
                 (&self.sock).read(buf)
             }
@@ -257,6 +260,9 @@ impl Driver for UdpSocket {
     fn attach(&mut self) -> io::Result<()> {
         attach_socket(self.sock.as_fd(), "udp socket", |k| k.ty == Type::DGRAM && k.is_inet())
     }
+    fn plain_reads(&self) -> bool {
+        true
+    }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.sock.recv(buf)
     }
@@ -306,6 +312,9 @@ impl Driver for Fd {
     }
     fn attach(&mut self) -> io::Result<()> {
         socket::set_nonblocking(self.file.as_fd())
+    }
+    fn plain_reads(&self) -> bool {
+        true
     }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)

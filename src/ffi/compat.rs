@@ -183,7 +183,15 @@ impl Shared {
             let mut t = self.table();
             t.closed = true;
             t.sockets.clear();
-            t.entries.drain().flat_map(|(_, e)| [e.receive, e.send, e.hangup]).flatten().collect()
+            let entries: Vec<Entry> = t.entries.drain().map(|(_, e)| e).collect();
+            entries
+                .into_iter()
+                .flat_map(|mut e| {
+                    self.unwatch(e.watch.take());
+                    [e.receive, e.send, e.hangup]
+                })
+                .flatten()
+                .collect()
         };
         for cb in left {
             cb.call(COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
@@ -250,7 +258,8 @@ impl Shared {
     /// The watch epoll reported hang-ups: their watches end (`EPOLLRDHUP`, `ABANDONED`), and
     /// the port watches the watch epoll again.
     fn on_watches(&self, c: Completion) {
-        let ok = c.status() == Status::Ok;
+        let status = c.status();
+        let failed = c.error().map(|e| format!("{e:#}"));
         let data = c.into_data();
         for t in data.chunks_exact(8) {
             let token = u64::from_ne_bytes(t.try_into().expect("8 bytes"));
@@ -258,7 +267,12 @@ impl Shared {
                 cb.call(COMPLETION_PORT_EPOLL_EPOLLRDHUP, COMPLETION_PORT_RESULT_ABANDONED, 0);
             }
         }
-        if ok {
+        if let Some(why) = failed {
+            // Not expected (an epoll_wait on an epoll fd fails only for a bad argument): said
+            // on the thread's last error, and the watching goes on.
+            set_last(&format!("completion port thread: the hang-up watches: {why}"));
+        }
+        if status != Status::Cancelled {
             // Refused only once the port shuts down; the thread then ends the watches left.
             let _ = self.port.read(&self.watches_isb, vec![0; WATCH_BATCH * 8], 8..=WATCH_BATCH * 8);
         }
@@ -378,8 +392,12 @@ impl Shared {
         // register leaves nothing started. (The table's lock keeps the port's thread from
         // handling its hang-up before the callback is in place.)
         let watch_fd = if watch {
-            // SAFETY: the caller's socket, borrowed during this call (checked open by `stream`).
-            let fd = unsafe { BorrowedFd::borrow_raw(socket) }
+            // A duplicate of the stream's own duplicate: the file `stream` checked by inode,
+            // whatever the caller does with its number meanwhile.
+            let fd = isb.fd().ok_or_else(|| format!("socket {socket}: the port's duplicate is gone"))?;
+            // SAFETY: the stream's fd, borrowed for the `dup`: the stream keeps it open while
+            // the table's lock (held here) keeps it assigned.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) }
                 .try_clone_to_owned()
                 .map_err(|e| format!("socket {socket}: {e}"))?;
             let bits = (libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;

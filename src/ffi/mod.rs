@@ -710,14 +710,15 @@ fn start_inline(p: &CportPort, i: &Isb, req: Request, done: *mut CportCompletion
     if done.is_null() {
         return invalid(&format!("{what}: null completion pointer"));
     }
+    // `op` 0 ("pending") is written before the I/O starts: once it is pending, another thread
+    // may take its completion, and free the memory `done` points into, before this returns.
+    // SAFETY: `done` is not null and points to a writable `cport_completion` (the header's
+    // contract); only its `op` is promised, so only `op` is written.
+    unsafe { std::ptr::addr_of_mut!((*done).op).write(0) };
     match p.port.start_io_inline(i, req) {
+        // Finished at once: handed back here, never queued, so nobody else has seen it.
         Ok(Some(c)) => write_out(done, to_c(p, c)).map_or_else(|e| e, |()| CPORT_OK),
-        Ok(None) => {
-            // SAFETY: `done` is not null and points to a writable `cport_completion` (the
-            // header's contract); only its `op` is promised, so only `op` is written.
-            unsafe { std::ptr::addr_of_mut!((*done).op).write(0) };
-            CPORT_OK
-        }
+        Ok(None) => CPORT_OK,
         Err(e) => fail(e.error()),
     }
 }

@@ -546,8 +546,7 @@ impl Port {
         if !stream.begin(Side::Write, &inner) {
             return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
         }
-        inner.pending[Side::Write as usize] =
-            Some(Box::new(Pending::new(Request { kind: Kind::Connect, extra: None })));
+        inner.pending[Side::Write as usize] = Some(Pending::new(Request { kind: Kind::Connect, extra: None }));
         self.shared.producing(|how| match outcome {
             Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, how),
             Some(Err(e)) => {
@@ -633,7 +632,7 @@ impl Port {
         }
         let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
         let timeout = req.timeout_after();
-        inner.pending[side as usize] = Some(Box::new(Pending::new(req)));
+        inner.pending[side as usize] = Some(Pending::new(req));
         // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE and the
         // like, or a read on a stream the last read drained (readiness will tell when data is
         // there).
@@ -710,6 +709,32 @@ impl Port {
         range: std::ops::RangeInclusive<usize>,
     ) -> std::result::Result<(), StartError> {
         self.start_io(isb, Request::read(buf, range))
+    }
+
+    /// Starts a read into the spare capacity of `buf` (`buf.len()..buf.capacity()`), with no
+    /// zero-filling: [`Request::read_buf`].
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let port = cport::Port::new()?;
+    /// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let isb = port.assign(cport::driver::UnixStream::new(ours), 1)?;
+    /// port.read_buf(&isb, Vec::with_capacity(64), 1..=64)?;
+    /// peer.write_all(b"hey")?;
+    /// assert_eq!(port.next_completion(None)?.expect("no timeout").into_data(), b"hey");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Port::start_io`].
+    pub fn read_buf(
+        &self,
+        isb: &Isb,
+        buf: Vec<u8>,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> std::result::Result<(), StartError> {
+        self.start_io(isb, Request::read_buf(buf, range))
     }
 
     /// Starts a write of the whole buffer: [`Request::write`].

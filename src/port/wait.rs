@@ -117,24 +117,49 @@ impl Peer {
     /// Under loom time does not pass: a thread away is back soon until it is gone (so a
     /// model's executions do not depend on the clock, and the standby's timeout, which loom
     /// does not model, never has to fire).
-    fn away_soon(&self, now_ns: u64) -> bool {
-        let soon = cfg!(loom)
-            || (self.away_ema_ns.load(Relaxed) <= WAKE_PAYS_NS
-                && now_ns.saturating_sub(self.left_at_ns.load(Relaxed)) < SOON_NS);
-        self.is_waiter() && self.phase.peek() == AWAY && soon
+    fn away_soon(&self, now: &Now<'_>) -> bool {
+        self.is_waiter()
+            && self.phase.peek() == AWAY
+            && (cfg!(loom)
+                || (self.away_ema_ns.load(Relaxed) <= WAKE_PAYS_NS
+                    && now.ns().saturating_sub(self.left_at_ns.load(Relaxed)) < SOON_NS))
     }
 
     /// Working inside the port, or away and back soon: the thread will take what its queue
     /// holds and poll when it runs out.
-    fn active(&self, now_ns: u64) -> bool {
-        self.is_waiter() && (self.phase.peek() == BUSY || self.away_soon(now_ns))
+    fn active(&self, now: &Now<'_>) -> bool {
+        self.is_waiter() && (self.phase.peek() == BUSY || self.away_soon(now))
     }
 
     /// Whether others may take from its queue: a worker never takes its own completions, a
     /// thread that is gone never comes back, and one away for long is not back soon. (At
     /// shutdown every queue is open.)
-    fn open(&self, now_ns: u64) -> bool {
-        self.kind == Kind::Worker || self.gone.peek() || (self.phase.peek() == AWAY && !self.away_soon(now_ns))
+    fn open(&self, now: &Now<'_>) -> bool {
+        self.kind == Kind::Worker || self.gone.peek() || (self.phase.peek() == AWAY && !self.away_soon(now))
+    }
+}
+
+/// The port's clock for one look at the other threads: read once, and only if a look needs it
+/// (a thread alone on its port never reads it).
+struct Now<'a> {
+    wait: &'a Wait,
+    ns: std::cell::Cell<Option<u64>>,
+}
+
+impl Now<'_> {
+    fn new(wait: &Wait) -> Now<'_> {
+        Now { wait, ns: std::cell::Cell::new(None) }
+    }
+
+    fn ns(&self) -> u64 {
+        match self.ns.get() {
+            Some(ns) => ns,
+            None => {
+                let ns = self.wait.now_ns();
+                self.ns.set(Some(ns));
+                ns
+            }
+        }
     }
 }
 
@@ -236,20 +261,25 @@ pub(crate) struct Ctx {
     visits: u32,
     /// Completions taken since this thread last polled (fairness: `POLL_EVERY`).
     since_poll: u32,
-    /// Completions taken so far (fairness: `INJECTOR_EVERY`).
+    /// Completions taken since the last injector-first turn, modulo `INJECTOR_EVERY`.
     takes: u32,
 }
+
+/// A thread's contexts, boxed on purpose: each call moves its context out of the thread-local
+/// and back, and a box moves as one pointer.
+#[allow(clippy::vec_box)]
+type Contexts = Vec<Box<Ctx>>;
 
 #[cfg(not(loom))]
 thread_local! {
     /// This thread's contexts, one per port it waits on; checked out during a call.
-    static CONTEXTS: RefCell<Vec<Ctx>> = const { RefCell::new(Vec::new()) };
+    static CONTEXTS: RefCell<Contexts> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(loom)]
 thread_local! {
     /// This thread's contexts, one per port it waits on; checked out during a call.
-    static CONTEXTS: RefCell<Vec<Ctx>> = RefCell::new(Vec::new());
+    static CONTEXTS: RefCell<Contexts> = RefCell::new(Vec::new());
 }
 
 impl Ctx {
@@ -283,12 +313,18 @@ impl Ctx {
         }
     }
 
-    /// The port's threads, refreshed when the registry changed.
-    fn peers(&mut self, w: &Wait) -> Arc<Vec<Arc<Peer>>> {
+    /// The port's threads (this one among them), refreshed when the registry changed.
+    fn peers(&mut self, w: &Wait) -> &[Arc<Peer>] {
         if w.registry.version.peek() != self.peers.0 {
             self.peers = w.registry.snapshot();
         }
-        self.peers.1.clone()
+        &self.peers.1
+    }
+
+    /// Whether any of `peers` other than this thread's own meets `f`.
+    fn any_other(&mut self, w: &Wait, f: impl Fn(&Peer) -> bool) -> bool {
+        let me = Arc::as_ptr(&self.peer);
+        self.peers(w).iter().any(|p| !std::ptr::eq(Arc::as_ptr(p), me) && f(p))
     }
 }
 
@@ -302,19 +338,15 @@ impl Drop for Ctx {
     }
 }
 
-/// The context of this thread for `shared`'s port, created on first use.
-pub(crate) fn checkout(shared: &Shared) -> Ctx {
-    let found = CONTEXTS.with(|c| {
-        let mut c = c.borrow_mut();
-        let i = c.iter().position(|x| Arc::ptr_eq(&x.link, &shared.wait.link))?;
-        Some(c.swap_remove(i))
-    });
-    found.unwrap_or_else(|| Ctx::new(shared, Kind::Waiter))
+/// The context of this thread for `shared`'s port, created on first use. (Boxed: a context is
+/// moved out of the thread-local and back twice per call, and a box moves as one pointer.)
+pub(crate) fn checkout(shared: &Shared) -> Box<Ctx> {
+    borrow_ctx(shared).unwrap_or_else(|| Box::new(Ctx::new(shared, Kind::Waiter)))
 }
 
 /// This thread's context for `shared`'s port, if it has one and is not using it (between two
 /// calls of `next_completion`: a handler). Give it back with [`checkin`].
-pub(crate) fn borrow_ctx(shared: &Shared) -> Option<Ctx> {
+pub(crate) fn borrow_ctx(shared: &Shared) -> Option<Box<Ctx>> {
     CONTEXTS
         .try_with(|c| {
             let mut c = c.try_borrow_mut().ok()?;
@@ -326,22 +358,29 @@ pub(crate) fn borrow_ctx(shared: &Shared) -> Option<Ctx> {
 }
 
 /// Puts a context back for the next call (a duplicate from a nested call is retired).
-pub(crate) fn checkin(ctx: Ctx) {
-    let extra = CONTEXTS.with(|c| {
-        let mut c = c.borrow_mut();
-        // Contexts of ports torn down meanwhile go now.
-        let dead: Vec<Ctx> = extract(&mut c, |x| !x.link.alive.load(SeqCst));
-        if c.iter().any(|x| Arc::ptr_eq(&x.link, &ctx.link)) {
-            (dead, Some(ctx))
+pub(crate) fn checkin(ctx: Box<Ctx>) {
+    let mut ctx = Some(ctx);
+    // `try_with`: at thread exit (a call from another thread-local's destructor) the slot may
+    // be gone; the context is then retired at once.
+    let dead = CONTEXTS.try_with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else { return Vec::new() };
+        // Contexts of ports torn down meanwhile go now (a thread that waits on one port has
+        // no other context to look at).
+        let dead: Contexts = if c.is_empty() { Vec::new() } else { extract(&mut c, |x| !x.link.alive.load(SeqCst)) };
+        let mine = ctx.take().expect("checked in once");
+        if c.iter().any(|x| Arc::ptr_eq(&x.link, &mine.link)) {
+            ctx = Some(mine);
         } else {
-            c.push(ctx);
-            (dead, None)
+            c.push(mine);
         }
+        dead
     });
-    drop(extra);
+    // Dropped outside the borrow: a context's drop looks at the thread-local too.
+    drop(dead);
+    drop(ctx);
 }
 
-fn extract(v: &mut Vec<Ctx>, pred: impl Fn(&Ctx) -> bool) -> Vec<Ctx> {
+fn extract(v: &mut Contexts, pred: impl Fn(&Ctx) -> bool) -> Contexts {
     let mut out = Vec::new();
     let mut i = 0;
     while i < v.len() {
@@ -522,7 +561,7 @@ impl Wait {
         // from the injector, and what one thread queued there comes out in order. (At
         // shutdown a batch in transit between two queues would also look like empty queues
         // to shutdown's last look, W9.)
-        if !closed && ctx.takes % INJECTOR_EVERY == INJECTOR_EVERY - 1 {
+        if !closed && ctx.takes == INJECTOR_EVERY - 1 {
             if let Some(c) = self.injector.steal() {
                 return Some(c);
             }
@@ -533,12 +572,13 @@ impl Wait {
         if let Some(c) = self.injector.steal() {
             return Some(c);
         }
-        let peers = ctx.peers(self);
+        ctx.peers(self);
+        let peers = &ctx.peers.1;
         let n = peers.len();
-        let now = self.now_ns();
+        let now = Now::new(self);
         for k in 0..n {
             let p = &peers[(ctx.next_victim + k) % n];
-            if Arc::ptr_eq(p, &ctx.peer) || p.stealer.is_empty() || !(closed || p.open(now)) {
+            if Arc::ptr_eq(p, &ctx.peer) || p.stealer.is_empty() || !(closed || p.open(&now)) {
                 continue;
             }
             let stolen = if closed { p.stealer.steal() } else { p.stealer.steal_into(&ctx.queue) };
@@ -560,8 +600,8 @@ impl Wait {
         if !self.injector.is_empty() {
             return true;
         }
-        let now = self.now_ns();
-        ctx.peers(self).iter().any(|p| !Arc::ptr_eq(p, &ctx.peer) && p.open(now) && !p.stealer.is_empty())
+        let now = Now::new(self);
+        ctx.any_other(self, |p| p.open(&now) && !p.stealer.is_empty())
     }
 
     /// Whether every queue is empty (W9's look).
@@ -598,8 +638,8 @@ impl Wait {
         if self.poll.peek() != VACANT {
             return false;
         }
-        let now = self.now_ns();
-        !ctx.peers(self).iter().any(|p| !Arc::ptr_eq(p, &ctx.peer) && p.active(now))
+        let now = Now::new(self);
+        !ctx.any_other(self, |p| p.active(&now))
     }
 
     fn acquire_poll(&self, role: u8) -> bool {
@@ -644,8 +684,8 @@ impl Wait {
             idle.push(peer.clone());
         }
         peer.counters.add(Counter::Parks, 1);
-        let now = self.now_ns();
-        let busy = ctx.peers(self).iter().any(|p| !Arc::ptr_eq(p, &ctx.peer) && p.active(now));
+        let now = Now::new(self);
+        let busy = ctx.any_other(self, |p| p.active(&now));
         // Under loom the standby never times out: the models must not depend on the clock
         // (see `away_soon`).
         let look_at = if timed && !cfg!(loom) {
@@ -887,7 +927,7 @@ impl Shared {
     /// is delivered into `ctx`'s queue).
     fn take(&self, ctx: &mut Ctx, closed: bool) -> Option<Completion> {
         let c = self.wait.find(ctx, closed)?;
-        ctx.takes = ctx.takes.wrapping_add(1);
+        ctx.takes = if ctx.takes + 1 >= INJECTOR_EVERY { 0 } else { ctx.takes + 1 };
         ctx.since_poll = ctx.since_poll.saturating_add(1);
         ctx.peer.counters.add(Counter::of(c.status), 1);
         self.processed(&c, &mut Deliver::Local(&ctx.queue, &ctx.peer.counters));

@@ -10,6 +10,7 @@
 #include <completion_port.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -172,8 +173,10 @@ static void reused_socket_number(COMPLETION_PORT_HANDLE cp) {
     int old[2], neu[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, old) == 0);
     char obuf[8];
-    struct request orx = {0};
+    struct request orx = {0}, owatch = {0};
     COMPLETION_PORT_INGRESS_DATA d = request(EPOLLIN, old[0], &orx, obuf, sizeof obuf);
+    CHECK_EQ(completion_port_add(cp, &d), 0);
+    d = request(EPOLLRDHUP, old[0], &owatch, NULL, 0);
     CHECK_EQ(completion_port_add(cp, &d), 0);
     int n = old[0];
     close(old[0]); /* the caller's mistake: no remove first */
@@ -189,6 +192,7 @@ static void reused_socket_number(COMPLETION_PORT_HANDLE cp) {
     CHECK_EQ(completion_port_add(cp, &d), 0);
     expect(&tx, COMPLETION_PORT_EPOLL_EPOLLOUT, COMPLETION_PORT_RESULT_OK, (int)sizeof msg);
     expect(&orx, COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
+    expect(&owatch, COMPLETION_PORT_CLOSING, COMPLETION_PORT_RESULT_ABANDONED, 0);
     char got[sizeof msg];
     CHECK(recv(neu[1], got, sizeof got, MSG_WAITALL) == (ssize_t)sizeof msg);
     CHECK(memcmp(got, msg, sizeof msg) == 0);
@@ -362,9 +366,21 @@ static void dec_ref_from_a_callback(void) {
     close(sv[1]);
 }
 
+/* Open fds of this process. */
+static int open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int n = 0;
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
 int main(void) {
     test_start("compat", 30);
     main_thread = pthread_self();
+    int fds = open_fds();
     completion_port_inc_ref(NULL);
     completion_port_dec_ref(NULL);
     COMPLETION_PORT_HANDLE cp = completion_port_create();
@@ -376,6 +392,8 @@ int main(void) {
     completion_port_dec_ref(cp);
     last_dec_ref_with_requests_pending();
     dec_ref_from_a_callback();
+    /* Every duplicate, watch epoll, eventfd and timerfd is closed with its port. */
+    CHECK_EQ(open_fds(), fds);
     test_pass();
     return 0;
 }

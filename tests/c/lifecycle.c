@@ -203,7 +203,12 @@ static void inline_and_vectored(cport_port *port) {
 
     /* Nothing to read yet: pending (op 0), and its completion comes through the port. */
     char rbuf[16];
+    memset(&done, 0xab, sizeof done);
     CHECK_OK(cport_read_inline(port, isb, rbuf, 1, sizeof rbuf, &done));
+    CHECK_EQ(done.op, 0);
+    /* A refused start (the read side is busy) leaves done->op 0 too. */
+    memset(&done, 0xab, sizeof done);
+    CHECK_ERR(cport_read_inline(port, isb, rbuf, 1, sizeof rbuf, &done), CPORT_EBUSY);
     CHECK_EQ(done.op, 0);
     CHECK(write(peer, "xy", 2) == 2);
     NEXT(port, 5000, &c);

@@ -1,5 +1,6 @@
 //! A log-linear latency histogram in nanoseconds (HDR-like: 32 sub-buckets per power of two,
-//! so any recorded value is known within [`RESOLUTION`]). No allocation while recording.
+//! so any recorded value is known within [`RESOLUTION`]), plus the exact maximum. No
+//! allocation while recording.
 
 /// The relative resolution of a quantile: two values closer than this may share a bucket, so
 /// a comparison of quantiles means nothing inside it.
@@ -15,11 +16,13 @@ const OCTAVES: u64 = 40;
 pub struct Hist {
     counts: Vec<u64>,
     total: u64,
+    /// The largest value recorded, exactly (the buckets only know it within `RESOLUTION`).
+    max: u64,
 }
 
 impl Hist {
     pub fn new() -> Hist {
-        Hist { counts: vec![0; (LINEAR + OCTAVES * SUB) as usize], total: 0 }
+        Hist { counts: vec![0; (LINEAR + OCTAVES * SUB) as usize], total: 0, max: 0 }
     }
 
     fn index(v: u64) -> usize {
@@ -49,15 +52,27 @@ impl Hist {
             *a += b;
         }
         self.total += other.total;
+        self.max = self.max.max(other.max);
     }
 
     pub fn record(&mut self, ns: u64) {
         self.counts[Hist::index(ns)] += 1;
         self.total += 1;
+        self.max = self.max.max(ns);
     }
 
-    /// The value at quantile `q` (0..=1), in nanoseconds; 0 for an empty histogram.
+    /// The largest value recorded, exactly, in nanoseconds; 0 for an empty histogram.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at quantile `q` (0..=1), in nanoseconds; 0 for an empty histogram. Never
+    /// above [`Hist::max`] (the middle of the top bucket may be).
     pub fn quantile(&self, q: f64) -> u64 {
+        self.bucket_quantile(q).min(self.max)
+    }
+
+    fn bucket_quantile(&self, q: f64) -> u64 {
         if self.total == 0 {
             return 0;
         }
@@ -84,5 +99,20 @@ mod tests {
             let err = (got as f64 - v as f64).abs() / (v.max(1) as f64);
             assert!(err <= 0.03, "{v} -> {got}");
         }
+    }
+
+    #[test]
+    fn max_is_exact_and_bounds_the_quantiles() {
+        let (mut a, mut b) = (Hist::new(), Hist::new());
+        assert_eq!((a.max(), a.quantile(1.0)), (0, 0));
+        for v in [10u64, 5_000, 1_234_567] {
+            a.record(v);
+        }
+        b.record(7_654_321);
+        assert_eq!(a.max(), 1_234_567);
+        assert!(a.quantile(1.0) <= a.max() && a.quantile(0.999) <= a.max());
+        a.merge(&b);
+        assert_eq!(a.max(), 7_654_321);
+        assert_eq!(a.quantile(0.5), Hist::value(Hist::index(5_000)));
     }
 }

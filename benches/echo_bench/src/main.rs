@@ -2,36 +2,68 @@
 //! each driven by the same closed-loop client. See issue 4.
 //!
 //! ```text
+//! cargo build --release --example echo_server -p cport
 //! cargo run --release -p cport-echo-bench -- [--quick] [--secs S] [--rounds R] [--out DIR]
-//!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
+//!     [--perf] [--conns 1,16,256,4096] [--sizes 64,4096]
+//!     [--servers cport,cport-inline,cport-workers,tokio,epoll,threads] [--threads 1,2,4]
 //!     [--client-threads N] [--perf-conns N]
 //! ```
 //!
-//! Each server runs in its own child process (this binary re-executed as
-//! `echo_bench serve <kind> <threads>`, which prints `listening <addr>` first; for `cport-c`,
-//! the C echo server on cport's C API, `target/c/echo_server 127.0.0.1:0 <threads>`, which
-//! `examples/c/build.sh` builds and this bench does not), a fresh one per
-//! measurement, so its CPU time (utime+stime from /proc/<pid>/stat over the measured window)
-//! and peak RSS (VmHWM) are its own. The client lives in this process: N threads (default 1),
-//! each an edge-triggered epoll loop over its share of the C connections, each connection
-//! sending S bytes and waiting for the whole echo. Per measurement: connect all C, warm up
-//! 0.3 s, measure for S seconds. The client's own CPU is reported beside every ratio: a client
-//! near a whole core per thread is the bottleneck, and then the ratio says little about the
-//! servers.
+//! Each server runs in its own child process, a fresh one per measurement, so its CPU time
+//! (utime+stime from /proc/<pid>/stat over the measured window) and peak RSS (VmHWM) are its
+//! own. Every server prints `listening <addr>` first. Most are this binary re-executed as
+//! `echo_bench serve <kind> <threads>`; two are programs of their own, which the bench runs but
+//! does not build (it refuses to start without them, see `server::external`):
+//!
+//! - `cport` is the shipped example `examples/echo_server.rs`, what a user of cport writes
+//!   first: `target/release/examples/echo_server 127.0.0.1:0 --threads <T>` (`Port::new()`, no
+//!   workers, T handler threads in `next_completion`, reads and writes through the queue).
+//!   Build it with `cargo build --release --example echo_server -p cport`; a binary older than
+//!   `examples/echo_server.rs` or anything in `src/` is refused, so the numbers are always the
+//!   current code's. `$CPORT_ECHO_SERVER` overrides the path.
+//! - `cport-c` is the C echo server on cport's C API, `target/c/echo_server 127.0.0.1:0 <T>`,
+//!   built by `examples/c/build.sh` (only a warning when stale). Opt-in (`--servers`).
+//!
+//! The others: `cport-inline` is the tuned server of `server.rs` (no workers, T threads in
+//! `next_completion`, `start_io_inline` and a spare buffer per connection, so an I/O that
+//! finishes at once is handled without a queue trip and no allocation once warm);
+//! `cport-workers` the same with as many dedicated workers as handlers; `tokio`, `epoll` (one
+//! thread, edge-triggered, the floor) and `threads` (a thread per connection). T is the number
+//! of CPUs, or, with `--threads 1,2,4`, each of the listed counts in turn for `cport` and
+//! `cport-inline`, as servers of their own labelled `cport/1t`, `cport/2t`, ... (to check a
+//! latency target at several thread counts in one run).
+//!
+//! The client lives in this process: N threads (default 1), each an edge-triggered epoll loop
+//! over its share of the C connections, each connection sending S bytes and waiting for the
+//! whole echo, recording the round trip in a histogram (`hist.rs`, which also keeps the exact
+//! maximum). Per measurement: connect all C, warm up 0.3 s, measure for S seconds. The report
+//! gives p50, p99, p99.9 and the maximum round trip (the longest any message waited), and the
+//! maximum of every round in echo_rounds.csv. The client's own CPU is reported beside every
+//! ratio: a client near a whole core per thread is the bottleneck, and then the ratio says
+//! little about the servers.
 //!
 //! Matrix: connections {1, 16, 256, 4096} x sizes {64 B, 4096 B} x servers, plus the
-//! oversubscription cells (256 connections, 64 B, cport with 2, 8 and 32 threads in
+//! oversubscription cells (256 connections, 64 B, `cport` with 2, 8 and 32 threads in
 //! `next_completion`). Rounds are interleaved (round 1 runs every server on every cell, then
 //! round 2 ...) and the order of the servers within a cell rotates from round to round, so no
 //! server always runs first or last; the report gives the median over rounds and how many
-//! rounds ran and were kept. A failed round is reported, and makes the command exit non-zero.
-//! `--perf` also attaches `perf stat -e raw_syscalls:sys_enter,context-switches` to each server
-//! at 16 connections, 64 B, in extra runs outside the matrix, and reports syscalls and context
-//! switches per message.
+//! rounds ran and were kept (and, for the maximum, the worst round too). A failed round is
+//! reported, and makes the command exit non-zero. The headline ratios (over tokio and epoll)
+//! are `cport`'s (with `--threads`, the first listed count's).
 //!
-//! `cport-c` is the C API's cost made visible: the same default configuration as `cport` (no
-//! workers, as many threads in `cport_next_completion` as `cport` has), the same inline
-//! read/write path and TCP_NODELAY; the report gives its CPU per message over `cport`'s per cell.
+//! `--perf` also attaches `perf stat -e raw_syscalls:sys_enter,context-switches,
+//! syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait` (and epoll_pwait/epoll_pwait2) to
+//! each server at 16 connections, 64 B, in extra runs outside the matrix, and reports
+//! syscalls, context switches, futex calls and epoll_wait calls per message (a tracepoint the
+//! kernel lacks is reported as n/a).
+//!
+//! The tuned servers (`cport-inline`, `cport-workers`) answer `stats` on stdin with cport's
+//! counters (`server::COUNTERS`), read before and after the window: the report gives each per
+//! message.
+//!
+//! `cport-c` is the C API's cost made visible: the same configuration as `cport-inline` (no
+//! workers, as many threads in `cport_next_completion`, the inline read/write path and
+//! TCP_NODELAY); the report gives its CPU per message over `cport-inline`'s per cell.
 //!
 //! Output in `results/` (or --out): echo.md, echo.csv, echo_rounds.csv, echo.svg (64 B) and
 //! echo_4096.svg (4096 B).
@@ -59,17 +91,28 @@ const STARTUP: Duration = Duration::from_secs(10);
 const OVERSUB_THREADS: [usize; 3] = [2, 8, 32];
 
 const USAGE: &str = "usage: echo_bench [--quick] [--secs S] [--rounds R] [--out DIR] [--perf]
-                  [--conns 1,16,256,4096] [--sizes 64,4096] [--servers cport,tokio,epoll,threads]
-       --servers: any of cport, cport-workers, cport-c, tokio, epoll, threads (default: all but
-                cport-c); cport-c is the C echo server target/c/echo_server: build it first
-                with examples/c/build.sh
-       --quick: 1 s per measurement, 1 round, 64 B messages only (about 40 s in all)
-       --perf:  also measure syscalls and context switches per message with perf stat
-                (16 connections, 64 B, every server, in extra runs)
+                  [--conns 1,16,256,4096] [--sizes 64,4096] [--servers LIST] [--threads LIST]
+                  [--client-threads N] [--perf-conns N]
+       --servers: any of cport, cport-inline, cport-workers, cport-c, tokio, epoll, threads
+                (default: all but cport-c).
+                cport is the shipped example target/release/examples/echo_server: build it
+                first with `cargo build --release --example echo_server -p cport` (a binary
+                older than examples/echo_server.rs or src/ is refused).
+                cport-inline is the tuned server (start_io_inline, spare buffers, no workers);
+                cport-workers the same with workers.
+                cport-c is the C echo server target/c/echo_server: build it first with
+                examples/c/build.sh
+       --threads 1,2,4: run cport and cport-inline with each of these numbers of threads in
+                next_completion, as servers of their own (cport/1t, cport/2t, ...); default:
+                one server each, with as many threads as CPUs
+       --quick: 1 s per measurement, 1 round, 64 B messages only (about 45 s in all)
+       --perf:  also measure syscalls, context switches, futex and epoll_wait calls per message
+                with perf stat (16 connections, 64 B, every server, in extra runs)
        --client-threads N: drive the servers with N client threads (default 1)
        --perf-conns N: connections of the perf runs (default 16)";
 
-/// One server configuration: which kind, how many `next_completion` threads (cport only).
+/// One server configuration: which kind, how many `next_completion` threads (the cport kinds
+/// only; 0 for the others).
 #[derive(Clone, Debug)]
 pub struct Server {
     pub label: String,
@@ -91,6 +134,9 @@ pub struct Measure {
     pub msgs_per_s: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
+    /// The longest round trip of the window, exactly.
+    pub max_us: f64,
     pub cpu_us_per_msg: f64,
     /// CPU of the client threads per round trip (to see whether the client is the bottleneck).
     pub client_us_per_msg: f64,
@@ -112,7 +158,7 @@ pub struct Entry {
     pub rounds: Vec<Result<Measure, String>>,
 }
 
-/// Syscalls and context switches per message of one server.
+/// Syscalls, context switches, futex and epoll_wait calls per message of one server.
 pub struct PerfRow {
     pub server: String,
     pub cell: Cell,
@@ -130,6 +176,8 @@ pub struct Config {
     pub quick: bool,
     pub client_threads: usize,
     pub perf_conns: usize,
+    /// `--threads`: the thread counts of the `server::THREADED_KINDS`, one server each.
+    pub threads: Option<Vec<usize>>,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +235,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         quick: false,
         client_threads: 1,
         perf_conns: 16,
+        threads: None,
     };
     let (mut secs, mut rounds, mut sizes) = (None, None, None);
     let mut it = args.iter();
@@ -220,12 +269,29 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                     .ok_or(format!("bad --client-threads {v:?}"))?;
             }
             "--conns" => cfg.conns = parse_list(it.next(), "--conns")?,
+            "--threads" => {
+                let mut list = Vec::new();
+                for t in parse_list(it.next(), "--threads")? {
+                    if t > 1024 {
+                        return Err(format!("bad --threads {t} (at most 1024)"));
+                    }
+                    if !list.contains(&t) {
+                        list.push(t);
+                    }
+                }
+                cfg.threads = Some(list);
+            }
             "--sizes" => sizes = Some(parse_list(it.next(), "--sizes")?),
             "--servers" => {
                 let v = it.next().ok_or("--servers needs a value")?;
-                cfg.servers = v.split(',').map(|s| s.trim().to_string()).collect();
-                if let Some(bad) = cfg.servers.iter().find(|s| !server::KINDS.contains(&s.as_str())) {
-                    return Err(format!("unknown server {bad:?} (known: {})", server::KINDS.join(", ")));
+                cfg.servers = Vec::new();
+                for s in v.split(',').map(str::trim) {
+                    if !server::KINDS.contains(&s) {
+                        return Err(format!("unknown server {s:?} (known: {})", server::KINDS.join(", ")));
+                    }
+                    if !cfg.servers.iter().any(|x| x == s) {
+                        cfg.servers.push(s.to_string());
+                    }
                 }
             }
             other => return Err(format!("unexpected argument {other:?}")),
@@ -239,11 +305,37 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     cfg.secs = secs.unwrap_or(cfg.secs);
     cfg.rounds = rounds.unwrap_or(cfg.rounds);
     cfg.sizes = sizes.unwrap_or(cfg.sizes);
+    if cfg.threads.is_some() && !cfg.servers.iter().any(|s| server::THREADED_KINDS.contains(&s.as_str())) {
+        return Err(format!(
+            "--threads applies to {}, and --servers has neither",
+            server::THREADED_KINDS.join(" and ")
+        ));
+    }
     Ok(Some(cfg))
 }
 
+/// The servers of the main matrix, in the order of `--servers`: one per kind, with `n`
+/// threads for the cport kinds, except that with `--threads` each kind of
+/// `server::THREADED_KINDS` gives one server per listed count, labelled `<kind>/<T>t`.
+fn servers(cfg: &Config, n: usize) -> Vec<Server> {
+    let mut out = Vec::new();
+    for name in &cfg.servers {
+        let kind = kind_of(name);
+        match &cfg.threads {
+            Some(list) if server::THREADED_KINDS.contains(&kind) => {
+                out.extend(list.iter().map(|&t| Server { label: format!("{kind}/{t}t"), kind, threads: t }));
+            }
+            _ => {
+                let threads = if kind.starts_with("cport") { n } else { 0 };
+                out.push(Server { label: kind.to_string(), kind, threads });
+            }
+        }
+    }
+    out
+}
+
 fn kind_of(name: &str) -> &'static str {
-    server::KINDS.iter().copied().find(|k| *k == name).unwrap_or("cport")
+    server::KINDS.iter().copied().find(|k| *k == name).unwrap_or(server::EXAMPLE_KIND)
 }
 
 /// A server child process; killed and reaped on drop, whatever happened.
@@ -253,7 +345,7 @@ struct ServerProc {
     /// Lines the server prints after its address (its `stats` replies).
     lines: crossbeam_channel::Receiver<std::io::Result<String>>,
     stdin: Option<std::process::ChildStdin>,
-    /// A cport server, which answers `stats`.
+    /// A tuned cport server, which answers `stats`.
     counts: bool,
 }
 
@@ -268,12 +360,13 @@ impl ServerProc {
             .append(true)
             .open(log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut cmd = if server.kind == server::C_KIND {
-            // The C echo server: `echo_server ADDR THREADS`, no workers (`cport_create_port(NULL)`).
-            let mut cmd = Command::new(server::c_server());
-            cmd.args(["127.0.0.1:0", &server.threads.max(1).to_string()]);
-            // It does not ask for it itself (the Rust servers do, `sys::die_with_parent`): the
-            // kernel kills it if the bench dies without running `Drop`.
+        let mut cmd = if let Some(ext) = server::external(server.kind) {
+            // The example (`echo_server ADDR --threads T`) or the C echo server (`echo_server
+            // ADDR T`): no workers either way.
+            let mut cmd = Command::new(&ext.exe);
+            cmd.args(ext.args(server.threads));
+            // They do not ask for it themselves (`serve` does, `sys::die_with_parent`): the
+            // kernel kills them if the bench dies without running `Drop`.
             // SAFETY: the closure only calls prctl, which is async-signal-safe and allocates nothing.
             unsafe {
                 cmd.pre_exec(|| {
@@ -328,7 +421,7 @@ impl ServerProc {
         Ok(proc)
     }
 
-    /// The server's cport counters (`server::COUNTERS`), for a cport server.
+    /// The server's cport counters (`server::COUNTERS`), for a tuned cport server.
     fn stats(&mut self) -> Result<Option<Vec<u64>>, String> {
         if !self.counts {
             return Ok(None);
@@ -455,6 +548,8 @@ fn measure(
         msgs_per_s: msgs as f64 / elapsed,
         p50_us: hist.quantile(0.50) as f64 / 1000.0,
         p99_us: hist.quantile(0.99) as f64 / 1000.0,
+        p999_us: hist.quantile(0.999) as f64 / 1000.0,
+        max_us: hist.max() as f64 / 1000.0,
         cpu_us_per_msg: cpu1.saturating_sub(cpu0) as f64 / 1000.0 / msgs as f64,
         client_us_per_msg: client_ns as f64 / 1000.0 / msgs as f64,
         client_cores: client_ns as f64 / 1e9 / elapsed,
@@ -478,8 +573,10 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     if (nofile as usize) < max_conns + 64 {
         eprintln!("echo_bench: warning: RLIMIT_NOFILE is {nofile}, too low for {max_conns} connections");
     }
-    if cfg.servers.iter().any(|s| s == server::C_KIND) {
-        check_c_server()?;
+    for kind in &cfg.servers {
+        if let Some(ext) = server::external(kind) {
+            check_external(&ext)?;
+        }
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
     let log = cfg.out.join("servers.log");
@@ -487,25 +584,33 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     let n = sys::nproc();
 
     // The jobs of one round, in order: every server on cell 1, then cell 2, ...
+    let matrix = servers(cfg, n);
     let mut entries: Vec<Entry> = Vec::new();
     for &size in &cfg.sizes {
         for &conns in &cfg.conns {
-            for kind in &cfg.servers {
-                let threads = if kind.starts_with("cport") { n } else { 0 };
-                let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
-                entries.push(Entry { cell: Cell { conns, size }, server, oversub: false, rounds: Vec::new() });
+            for server in &matrix {
+                let cell = Cell { conns, size };
+                entries.push(Entry { cell, server: server.clone(), oversub: false, rounds: Vec::new() });
             }
         }
     }
+    // Oversubscription: the example with more threads in next_completion than CPUs.
     let oversub_cell = Cell { conns: 256, size: 64 };
-    if cfg.servers.iter().any(|s| s == "cport") && cfg.conns.contains(&256) && cfg.sizes.contains(&64) {
+    let example = server::EXAMPLE_KIND;
+    if cfg.servers.iter().any(|s| s == example) && cfg.conns.contains(&256) && cfg.sizes.contains(&64) {
         for t in OVERSUB_THREADS {
-            let server = Server { label: format!("cport-{t}"), kind: "cport", threads: t };
+            let server = Server { label: format!("{example}-{t}"), kind: example, threads: t };
             entries.push(Entry { cell: oversub_cell, server, oversub: true, rounds: Vec::new() });
         }
     }
-    let perf_kinds: Vec<&String> = if cfg.perf { cfg.servers.iter().collect() } else { Vec::new() };
-    let total = (entries.len() * cfg.rounds + perf_kinds.len()) as u64;
+    let perf_servers: Vec<&Server> = if cfg.perf { matrix.iter().collect() } else { Vec::new() };
+    let perf_events = cfg.perf.then(perf::events);
+    if let Some(ev) = &perf_events {
+        if !ev.contains("sys_enter_futex") || !ev.contains("sys_enter_epoll") {
+            eprintln!("echo_bench: warning: perf cannot count every tracepoint here; counting {ev} (the rest: n/a)");
+        }
+    }
+    let total = (entries.len() * cfg.rounds + perf_servers.len()) as u64;
     let per_job = cfg.secs + WARMUP.as_secs_f64() + 0.3;
     eprintln!(
         "echo_bench: {} measurements of {:.1} s (+0.3 s warm-up) each, about {:.0} s; servers in child processes, log in {}",
@@ -543,17 +648,16 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     }
     let mut perf_rows = Vec::new();
     let perf_cell = Cell { conns: cfg.perf_conns, size: 64 };
-    for kind in perf_kinds {
-        let threads = if kind.starts_with("cport") { n } else { 0 };
-        let server = Server { label: kind.clone(), kind: kind_of(kind), threads };
-        pb.set_message(format!("perf stat: {kind} at {} conns x 64 B", cfg.perf_conns));
-        let r = measure(&server, perf_cell, cfg.secs, cfg.client_threads, &log, true)
+    for server in perf_servers {
+        let label = &server.label;
+        pb.set_message(format!("perf stat: {label} at {} conns x 64 B", cfg.perf_conns));
+        let r = measure(server, perf_cell, cfg.secs, cfg.client_threads, &log, true)
             .map(|(m, c)| (m, c.expect("perf was asked for")));
         if let Err(why) = &r {
             failed += 1;
-            pb.suspend(|| eprintln!("FAILED: perf run of {kind}: {why}"));
+            pb.suspend(|| eprintln!("FAILED: perf run of {label}: {why}"));
         }
-        perf_rows.push(PerfRow { server: kind.clone(), cell: perf_cell, result: r });
+        perf_rows.push(PerfRow { server: label.clone(), cell: perf_cell, result: r });
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -568,6 +672,8 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
         workers: n,
         wall_secs: started.elapsed().as_secs_f64(),
         client_threads: cfg.client_threads,
+        threads: cfg.threads.clone(),
+        perf_events,
     };
     let md = report::markdown(&meta, &entries, &perf_rows);
     let write = |name: &str, text: &str| {
@@ -598,42 +704,51 @@ fn bench(cfg: &Config, command: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Fails unless the C echo server (`cport-c`) is built, and warns when it is older than its
-/// sources. The bench does not build it: run `examples/c/build.sh` (its own target directory,
-/// a C compiler), then the bench.
-fn check_c_server() -> Result<(), String> {
-    let exe = server::c_server();
-    let built = match std::fs::metadata(&exe).and_then(|m| m.modified()) {
+/// Fails unless the program of an external server kind (`server::external`: the example, the
+/// C echo server) is built; when it is older than its sources, fails for the example (cargo
+/// rebuilds it in seconds, and a stale one would measure other code) and warns for the C
+/// server. The bench builds neither: run the build command it names, then the bench.
+fn check_external(ext: &server::External) -> Result<(), String> {
+    let exe = &ext.exe;
+    let built = match std::fs::metadata(exe).and_then(|m| m.modified()) {
         Ok(t) => t,
         Err(e) => {
             return Err(format!(
-                "{}: {e}: the {} server is the C echo server; build it first with examples/c/build.sh \
-                 (from the workspace root), or set CPORT_C_ECHO_SERVER to its path",
+                "{}: {e}: the {} server is {}; build it first with `{}` (from the workspace root), or set {} to \
+                 its path",
                 exe.display(),
-                server::C_KIND
+                ext.kind,
+                ext.what,
+                ext.build,
+                ext.env
             ));
         }
     };
-    let newest = server::c_server_sources().iter().filter_map(|p| newest_mtime(p)).max();
-    if newest.is_some_and(|t| t > built) {
-        eprintln!(
-            "echo_bench: warning: {} is older than its sources (examples/c/echo_server.c, src/): \
-             run examples/c/build.sh to measure the current code",
-            exe.display()
+    let newest = ext.sources.iter().filter_map(|p| newest_mtime(p)).max_by_key(|(t, _)| *t);
+    if let Some((_, source)) = newest.filter(|(t, _)| *t > built) {
+        let msg = format!(
+            "{} is older than its sources ({} changed since): run `{}` to measure the current code",
+            exe.display(),
+            source.display(),
+            ext.build
         );
+        if ext.stale_fails {
+            return Err(format!("the {} server: {msg}", ext.kind));
+        }
+        eprintln!("echo_bench: warning: {msg}");
     }
     Ok(())
 }
 
-/// The latest modification time of `p` or of any file under it.
-fn newest_mtime(p: &Path) -> Option<std::time::SystemTime> {
+/// The latest modification time of `p` or of any file under it, and which file has it.
+fn newest_mtime(p: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     let meta = std::fs::metadata(p).ok()?;
-    let own = meta.modified().ok();
+    let own = meta.modified().ok().map(|t| (t, p.to_path_buf()));
     if !meta.is_dir() {
         return own;
     }
     let children = std::fs::read_dir(p).ok()?.filter_map(|e| e.ok()).filter_map(|e| newest_mtime(&e.path()));
-    children.chain(own).max()
+    children.chain(own).max_by_key(|(t, _)| *t)
 }
 
 /// The entries of one round in the order to run them: cell after cell as listed, the servers

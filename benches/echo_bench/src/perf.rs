@@ -1,5 +1,8 @@
-//! `perf stat -e raw_syscalls:sys_enter,context-switches -p <pid>`, enabled and disabled
-//! exactly around the measured window through perf's control FIFO.
+//! `perf stat -e raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_futex,
+//! syscalls:sys_enter_epoll_wait,... -p <pid>`, enabled and disabled exactly around the measured
+//! window through perf's control FIFO. The syscall and context-switch counts are required; the
+//! futex and epoll_wait tracepoints are counted where the kernel has them (probed once) and
+//! reported as n/a otherwise.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -8,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What perf counted over the window (all threads of the server).
@@ -15,6 +19,44 @@ use std::time::{Duration, Instant};
 pub struct Counts {
     pub syscalls: u64,
     pub context_switches: u64,
+    /// futex calls; `None` when the tracepoint is not available.
+    pub futex: Option<u64>,
+    /// epoll_wait calls (with epoll_pwait and epoll_pwait2, whichever the server uses);
+    /// `None` when none of their tracepoints is available.
+    pub epoll_waits: Option<u64>,
+}
+
+/// Counted always: perf fails without them.
+const REQUIRED: [&str; 2] = ["raw_syscalls:sys_enter", "context-switches"];
+const FUTEX: &str = "syscalls:sys_enter_futex";
+/// Summed into `Counts::epoll_waits`: glibc's epoll_wait is the epoll_wait syscall on x86_64,
+/// epoll_pwait where the architecture has no epoll_wait (aarch64).
+const EPOLL_WAITS: [&str; 3] =
+    ["syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait", "syscalls:sys_enter_epoll_pwait2"];
+
+/// The optional tracepoints this machine's perf can count (probed once, with
+/// `perf stat -e <event> true`).
+fn optional_events() -> &'static [&'static str] {
+    static AVAILABLE: OnceLock<Vec<&'static str>> = OnceLock::new();
+    AVAILABLE.get_or_init(|| {
+        std::iter::once(FUTEX)
+            .chain(EPOLL_WAITS)
+            .filter(|ev| {
+                Command::new("perf")
+                    .args(["stat", "-x,", "-e", ev, "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|st| st.success())
+            })
+            .collect()
+    })
+}
+
+/// The events `perf stat` counts, comma-separated (its `-e` argument).
+pub fn events() -> String {
+    REQUIRED.iter().chain(optional_events()).copied().collect::<Vec<_>>().join(",")
 }
 
 pub struct Perf {
@@ -24,7 +66,6 @@ pub struct Perf {
     files: [PathBuf; 3],
 }
 
-const EVENTS: &str = "raw_syscalls:sys_enter,context-switches";
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn mkfifo(p: &Path) -> Result<(), String> {
@@ -60,7 +101,7 @@ impl Perf {
         mkfifo(&ack_path)?;
         let control = format!("fifo:{},{}", ctl_path.display(), ack_path.display());
         let child = Command::new("perf")
-            .args(["stat", "-x,", "-D", "-1", "--control", &control, "-e", EVENTS, "-p", &pid.to_string(), "-o"])
+            .args(["stat", "-x,", "-D", "-1", "--control", &control, "-e", &events(), "-p", &pid.to_string(), "-o"])
             .arg(&out_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -146,14 +187,23 @@ impl Perf {
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = std::fs::read_to_string(&self.files[2]).map_err(|e| format!("perf output: {e}"))?;
-        let find = |event: &str| -> Result<u64, String> {
+        // `-x,` lines: value,unit,event,... (the value is `<not counted>` or `<not supported>`
+        // when perf could not count it).
+        let count = |event: &str| -> Option<u64> {
             text.lines()
                 .map(|l| l.split(',').collect::<Vec<_>>())
                 .find(|f| f.len() > 2 && f[2] == event)
                 .and_then(|f| f[0].parse().ok())
-                .ok_or(format!("perf counted no {event}: {}", text.trim()))
         };
-        Ok(Counts { syscalls: find("raw_syscalls:sys_enter")?, context_switches: find("context-switches")? })
+        let find = |event: &str| count(event).ok_or(format!("perf counted no {event}: {}", text.trim()));
+        let optional = |event: &str| optional_events().contains(&event).then(|| count(event)).flatten();
+        let epoll: Vec<u64> = EPOLL_WAITS.iter().filter_map(|ev| optional(ev)).collect();
+        Ok(Counts {
+            syscalls: find(REQUIRED[0])?,
+            context_switches: find(REQUIRED[1])?,
+            futex: optional(FUTEX),
+            epoll_waits: (!epoll.is_empty()).then(|| epoll.iter().sum()),
+        })
     }
 }
 

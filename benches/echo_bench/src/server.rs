@@ -1,9 +1,12 @@
 //! The echo servers, each run in a child process by the hidden `serve <kind> <threads>`
 //! subcommand. Each binds 127.0.0.1 on an ephemeral port with a backlog of 4096, prints
 //! `listening <addr>` as its first line on stdout once it is ready, and echoes until killed.
-//! The exception is `cport-c`: the C echo server on cport's C API (`examples/c/echo_server.c`,
-//! built into `target/c/echo_server` by `examples/c/build.sh`), run as
-//! `echo_server 127.0.0.1:0 <threads>`; it prints the same first line.
+//! Two kinds are external programs, which print the same first line (see [`external`]):
+//! `cport`, the shipped example `examples/echo_server.rs` (built into
+//! `target/release/examples/echo_server` by `cargo build --release --example echo_server`),
+//! run as `echo_server 127.0.0.1:0 --threads <threads>`; and `cport-c`, the C echo server on
+//! cport's C API (`examples/c/echo_server.c`, built into `target/c/echo_server` by
+//! `examples/c/build.sh`), run as `echo_server 127.0.0.1:0 <threads>`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -23,59 +26,145 @@ const BUF: usize = 16 * 1024;
 /// Listen backlog (the kernel caps it at net.core.somaxconn).
 const BACKLOG: libc::c_int = 4096;
 
-/// The server kinds: `serve` runs all but `cport-c`, which is a C program (see [`c_server`]).
-pub const KINDS: [&str; 6] = ["cport", "cport-workers", "cport-c", "tokio", "epoll", "threads"];
+/// The server kinds: `serve` runs all but `cport` and `cport-c`, which are programs of their
+/// own (see [`external`]).
+pub const KINDS: [&str; 7] = ["cport", "cport-inline", "cport-workers", "cport-c", "tokio", "epoll", "threads"];
+
+/// The kind whose server is the shipped example `examples/echo_server.rs`, not this binary.
+pub const EXAMPLE_KIND: &str = "cport";
 
 /// The kind whose server is the C echo server, not this binary.
 pub const C_KIND: &str = "cport-c";
 
+/// The tuned cport servers of this file, which answer `stats` (see [`reports_stats`]).
+pub const TUNED_KINDS: [&str; 2] = ["cport-inline", "cport-workers"];
+
+/// The kinds whose thread count `--threads LIST` varies (one server per count).
+pub const THREADED_KINDS: [&str; 2] = [EXAMPLE_KIND, "cport-inline"];
+
+/// A server kind that is a program of its own rather than this binary's `serve`.
+pub struct External {
+    pub kind: &'static str,
+    /// The program.
+    pub exe: PathBuf,
+    /// What it is built from: the program is stale when any of these is newer.
+    pub sources: Vec<PathBuf>,
+    /// The command that builds it (from the workspace root).
+    pub build: &'static str,
+    /// The variable that overrides `exe`.
+    pub env: &'static str,
+    /// What it is, for messages.
+    pub what: &'static str,
+    /// Whether the bench refuses to run it when stale (else it warns): the example is rebuilt
+    /// in seconds by cargo, the C server needs a C toolchain.
+    pub stale_fails: bool,
+}
+
+impl External {
+    /// Its arguments for a server with `threads` threads in `next_completion`.
+    pub fn args(&self, threads: usize) -> Vec<String> {
+        let t = threads.max(1).to_string();
+        let addr = "127.0.0.1:0".to_string();
+        if self.kind == C_KIND {
+            vec![addr, t]
+        } else {
+            vec![addr, "--threads".into(), t]
+        }
+    }
+}
+
+/// The program that serves `kind`, when it is not this binary.
+pub fn external(kind: &str) -> Option<External> {
+    let root = workspace_root();
+    let exe = |env: &str, default: &str| std::env::var_os(env).map_or_else(|| root.join(default), PathBuf::from);
+    match kind {
+        EXAMPLE_KIND => Some(External {
+            kind: EXAMPLE_KIND,
+            exe: exe("CPORT_ECHO_SERVER", "target/release/examples/echo_server"),
+            sources: vec![root.join("examples/echo_server.rs"), root.join("src")],
+            build: "cargo build --release --example echo_server -p cport",
+            env: "CPORT_ECHO_SERVER",
+            what: "the shipped example examples/echo_server.rs",
+            stale_fails: true,
+        }),
+        C_KIND => Some(External {
+            kind: C_KIND,
+            exe: c_server(),
+            sources: c_server_sources(),
+            build: "examples/c/build.sh",
+            env: "CPORT_C_ECHO_SERVER",
+            what: "the C echo server examples/c/echo_server.c",
+            stale_fails: false,
+        }),
+        _ => None,
+    }
+}
+
 /// Where `examples/c/build.sh` puts the C echo server: `target/c/echo_server` of the workspace
 /// (or `$CPORT_C_ECHO_SERVER`).
-pub fn c_server() -> PathBuf {
+fn c_server() -> PathBuf {
     match std::env::var_os("CPORT_C_ECHO_SERVER") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/c/echo_server"),
+        None => workspace_root().join("target/c/echo_server"),
     }
+}
+
+/// The workspace root (this package is `benches/echo_bench` in it).
+fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// The sources the C echo server is built from, to warn when the binary is older than they
 /// are: the C file and the crate's `src/` (the C API and everything under it).
-pub fn c_server_sources() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+fn c_server_sources() -> Vec<PathBuf> {
+    let root = workspace_root();
     vec![root.join("examples/c/echo_server.c"), root.join("src")]
 }
 
-/// Whether a server of `kind` answers `stats` with cport's counters (the Rust cport servers).
+/// Whether a server of `kind` answers `stats` with cport's counters (the tuned servers of
+/// this file; the example and the C server do not read their stdin).
 pub fn reports_stats(kind: &str) -> bool {
-    kind.starts_with("cport") && kind != C_KIND
+    TUNED_KINDS.contains(&kind)
+}
+
+/// One of cport's counters: its name (in the report, with `_` as a space) and how to read it.
+pub struct Counter {
+    pub name: &'static str,
+    pub get: fn(&cport::Stats) -> u64,
 }
 
 /// The cport counters a server reports when the bench writes `stats` to its stdin, in the
-/// order of its `stats ...` reply line.
-pub const COUNTERS: [&str; 10] = [
-    "completions",
-    "epoll_waits",
-    "events",
-    "rearms",
-    "inline",
-    "steals",
-    "parks",
-    "futex_wakes",
-    "eventfd_pokes",
-    "rescues",
+/// order of its `stats ...` reply line. The report shows each per message (`completions` and
+/// `events` as events per epoll wait), in this order: a new counter is one line here.
+pub const COUNTERS: &[Counter] = &[
+    Counter { name: "completions", get: |s| s.completions() },
+    Counter { name: "epoll_waits", get: |s| s.epoll_waits },
+    Counter { name: "events", get: |s| s.events },
+    Counter { name: "rearms", get: |s| s.rearms },
+    Counter { name: "inline", get: |s| s.inline },
+    Counter { name: "steals", get: |s| s.steals },
+    Counter { name: "parks", get: |s| s.parks },
+    Counter { name: "futex_wakes", get: |s| s.futex_wakes },
+    Counter { name: "eventfd_pokes", get: |s| s.eventfd_pokes },
+    Counter { name: "rescues", get: |s| s.rescues },
+    Counter { name: "local", get: |s| s.local },
+    Counter { name: "injected", get: |s| s.injected },
+    Counter { name: "forced_polls", get: |s| s.forced_polls },
 ];
 
 /// Runs server `kind` until killed. `threads` is the number of `next_completion` threads for
-/// cport (0: the number of CPUs); the other kinds ignore it.
+/// the cport kinds (0: the number of CPUs); the other kinds ignore it.
 pub fn main(kind: &str, threads: usize) -> Result<(), String> {
     sys::die_with_parent();
     let _ = cport_testkit::raise_nofile(libc::RLIM_INFINITY);
     let listener = bind_loopback().map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     match kind {
-        // The default configuration: no workers, the handler threads poll epoll themselves.
-        "cport" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, 0),
-        // As many dedicated workers as handlers (`echo_server --threads N`).
+        // Tuned, in the default configuration: no workers, the handler threads poll epoll
+        // themselves and do the I/O inline.
+        "cport-inline" => serve_cport(listener, addr, if threads == 0 { sys::nproc() } else { threads }, 0),
+        // The same with as many dedicated workers as handlers.
         "cport-workers" => {
             let n = if threads == 0 { sys::nproc() } else { threads };
             serve_cport(listener, addr, n, n)
@@ -83,7 +172,10 @@ pub fn main(kind: &str, threads: usize) -> Result<(), String> {
         "tokio" => serve_tokio(listener, addr),
         "epoll" => serve_epoll(listener, addr),
         "threads" => serve_threads(listener, addr),
-        C_KIND => Err(format!("{C_KIND} is the C program {}, which the bench runs itself", c_server().display())),
+        EXAMPLE_KIND | C_KIND => {
+            let exe = external(kind).map(|x| x.exe.display().to_string()).unwrap_or_default();
+            Err(format!("{kind} is the program {exe}, which the bench runs itself"))
+        }
         _ => Err(format!("unknown server kind {kind:?} (known: {})", KINDS.join(", "))),
     }
 }
@@ -207,19 +299,7 @@ fn report_stats(port: &Port) -> Result<(), String> {
                     continue;
                 }
                 let s = port.stats();
-                let v = [
-                    s.completions(),
-                    s.epoll_waits,
-                    s.events,
-                    s.rearms,
-                    s.inline,
-                    s.steals,
-                    s.parks,
-                    s.futex_wakes,
-                    s.eventfd_pokes,
-                    s.rescues,
-                ];
-                let text: Vec<String> = v.iter().map(u64::to_string).collect();
+                let text: Vec<String> = COUNTERS.iter().map(|c| (c.get)(&s).to_string()).collect();
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "stats {}", text.join(" ")).and_then(|()| out.flush());
             }

@@ -20,10 +20,9 @@
  *   CPORT_EINVAL, never a crash.
  * - Out-parameters are written only when the call returns CPORT_OK, unless its description
  *   says otherwise, and always before it returns. Other threads may take the completions a
- *   call produced before that return: a call that starts or ends I/O (cport_connect,
- *   cport_cancel, cport_deassign) must not be given an out-pointer into memory that a
- *   completion handler may free, except where its description says the value is written
- *   before anything can complete (cport_connect's handle).
+ *   call produced before that return: cport_cancel's and cport_deassign's out-pointers must
+ *   not point into memory that a completion handler may free. cport_connect's handle and the
+ *   inline calls' done->op are written before anything can complete, so they may.
  * - Messages (cport_last_error) name a stream by its user pointer ("stream of user 0x1234").
  * - Threads: every function may be called from any thread, at the same time as any other,
  *   on the same port. Any number of threads may wait in cport_next_completion at once; each
@@ -209,8 +208,12 @@ int cport_write(cport_port *port, cport_isb isb, const void *buf, size_t len);
  * thread is woken for it (IOCP's "skip completion port on success"); done->op is 0 when the
  * I/O is pending (its completion then comes through cport_next_completion as usual). A thread
  * that handles a completion and starts the next I/O of the same stream (an echo's write)
- * saves a queue trip this way. *done is written on CPORT_OK only (done->op 0, or the whole
- * completion). */
+ * saves a queue trip this way. done->op is set to 0 before the I/O starts (so a thread that
+ * takes the pending I/O's completion, even before this call returns, may free the memory
+ * `done` points into); the whole completion is written, on CPORT_OK, only when the I/O
+ * finished at once (it was never queued). On failure done->op stays 0. Keep *done on the
+ * calling thread's stack: once the I/O is pending, another thread may take its completion
+ * at any time. */
 int cport_read_inline(cport_port *port, cport_isb isb, void *buf, size_t min, size_t max, cport_completion *done);
 int cport_write_inline(cport_port *port, cport_isb isb, const void *buf, size_t len, cport_completion *done);
 
