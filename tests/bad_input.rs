@@ -291,6 +291,8 @@ fn the_same_fd_assigned_twice() {
 #[test]
 fn bad_port_arguments() {
     error_is(Port::builder().threads(cport::MAX_THREADS + 1).build(), ErrorKind::InvalidInput, &["threads"]);
+    error_is(Port::builder().poll_interval(0).build(), ErrorKind::InvalidInput, &["poll_interval"]);
+    error_is(Port::builder().injector_interval(0).build(), ErrorKind::InvalidInput, &["injector_interval"]);
     let port = port();
     let mut out = Vec::new();
     error_is(port.next_completions(&mut out, 0, Some(Duration::ZERO)), ErrorKind::InvalidInput, &["max 0"]);

@@ -2,7 +2,7 @@
 //!
 //! A handler's I/O that finishes at once goes to the handler's own queue (`Stats::local`),
 //! nobody is woken for it, and it comes back at the handler's next call. However much the
-//! queues hold, a thread that takes completions looks at epoll at least once every 61 of them
+//! queues hold, a thread that takes completions looks at epoll at least once every 31 of them
 //! (`Stats::forced_polls`) and at the shared injector at least once every 31, so a stream
 //! armed in epoll, or a completion another thread queued, waits behind a bounded number of
 //! others.
@@ -16,7 +16,7 @@ use cport::{driver, Isb, Op, Port, Request};
 use util::{next, port};
 
 /// The documented bounds (`Stats::forced_polls`, ARCHITECTURE.md "Dispatch and wake-up").
-const POLL_EVERY: usize = 61;
+const POLL_EVERY: usize = 31;
 const INJECTOR_EVERY: usize = 31;
 /// Hot streams: each read of one finds a byte at once, so its next read, started by the
 /// handler, finishes inside `start_io` and cycles through the queues without epoll.

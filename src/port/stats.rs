@@ -49,7 +49,8 @@ pub struct Stats {
     /// on the port, by cancels and closes, or left by a thread that exited).
     pub injected: u64,
     /// Non-blocking `epoll_wait` calls made for fairness: a thread that takes completions
-    /// looks at epoll at least once every 61 of them, however much its queues hold.
+    /// looks at epoll at least once every 31 of them (`Builder::poll_interval`), however much
+    /// its queues hold.
     pub forced_polls: u64,
 }
 

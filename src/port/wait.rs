@@ -40,13 +40,14 @@ const SOON_NS: u64 = 1_000_000;
 const SAMPLE: u32 = 8;
 /// How long a waiter at shutdown waits for a completion on its way to a queue (see W9).
 const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(1);
-/// Fairness: a thread that takes completions does a non-blocking `epoll_wait` (when nobody
-/// holds the poll role) at least once every this many completions it takes, however much
-/// its queues hold, so a stream armed in epoll waits behind at most this many completions of
-/// others (plus what the poll finds before it).
-pub(crate) const POLL_EVERY: u32 = 61;
-/// Fairness: a thread looks at the shared injector first at least once every this many
-/// completions it takes, so completions there do not wait behind its own queue.
+/// Fairness, the default of `Builder::poll_interval`: a thread that takes completions does a
+/// non-blocking `epoll_wait` (when nobody holds the poll role) at least once every this many
+/// completions it takes, however much its queues hold, so a stream armed in epoll waits
+/// behind at most this many completions of others (plus what the poll finds before it).
+pub(crate) const POLL_EVERY: u32 = 31;
+/// Fairness, the default of `Builder::injector_interval`: a thread looks at the shared
+/// injector first at least once every this many completions it takes, so completions there do
+/// not wait behind its own queue.
 pub(crate) const INJECTOR_EVERY: u32 = 31;
 /// How long the standby sleeps between looks while other threads are busy.
 const STANDBY_BUSY: Duration = Duration::from_millis(2);
@@ -231,6 +232,10 @@ pub(crate) struct Wait {
     pub(crate) counters: Counters,
     pub(crate) link: Arc<Link>,
     origin: Instant,
+    /// `Builder::poll_interval`.
+    poll_every: u32,
+    /// `Builder::injector_interval`.
+    injector_every: u32,
 }
 
 /// Why `park` returned.
@@ -259,9 +264,9 @@ pub(crate) struct Ctx {
     next_victim: usize,
     /// Calls of `next_completion` so far (for sampling the time away).
     visits: u32,
-    /// Completions taken since this thread last polled (fairness: `POLL_EVERY`).
+    /// Completions taken since this thread last polled (fairness: `Wait::poll_every`).
     since_poll: u32,
-    /// Completions taken since the last injector-first turn, modulo `INJECTOR_EVERY`.
+    /// Completions taken since the last injector-first turn, modulo `Wait::injector_every`.
     takes: u32,
 }
 
@@ -412,7 +417,7 @@ pub(crate) fn with_counters(shared: &Shared, f: impl FnOnce(&Counters)) {
 }
 
 impl Wait {
-    pub(crate) fn new() -> Wait {
+    pub(crate) fn new(poll_every: u32, injector_every: u32) -> Wait {
         Wait {
             injector: Injector::new(),
             registry: Registry { list: Mutex::new(Arc::new(Vec::new())), version: AtomicUsize::new(0) },
@@ -427,6 +432,8 @@ impl Wait {
             counters: Counters::new_shared(),
             link: Arc::new(Link { alive: AtomicBool::new(true), shared: Mutex::new(None) }),
             origin: Instant::now(),
+            poll_every: poll_every.max(1),
+            injector_every: injector_every.max(1),
         }
     }
 
@@ -553,7 +560,7 @@ impl Wait {
     }
 
     /// Takes the next completion for `ctx`: its own queue, the injector, then the queues
-    /// open to others (every queue at shutdown). Once every `INJECTOR_EVERY` takes the
+    /// open to others (every queue at shutdown). Once every `injector_every` takes the
     /// injector comes first, so it is never starved by a queue that stays full.
     fn find(&self, ctx: &mut Ctx, closed: bool) -> Option<Completion> {
         // The injector is taken from one completion at a time, never in a batch into the own
@@ -561,7 +568,7 @@ impl Wait {
         // from the injector, and what one thread queued there comes out in order. (At
         // shutdown a batch in transit between two queues would also look like empty queues
         // to shutdown's last look, W9.)
-        if !closed && ctx.takes == INJECTOR_EVERY - 1 {
+        if !closed && ctx.takes == self.injector_every - 1 {
             if let Some(c) = self.injector.steal() {
                 return Some(c);
             }
@@ -927,7 +934,7 @@ impl Shared {
     /// is delivered into `ctx`'s queue).
     fn take(&self, ctx: &mut Ctx, closed: bool) -> Option<Completion> {
         let c = self.wait.find(ctx, closed)?;
-        ctx.takes = if ctx.takes + 1 >= INJECTOR_EVERY { 0 } else { ctx.takes + 1 };
+        ctx.takes = if ctx.takes + 1 >= self.wait.injector_every { 0 } else { ctx.takes + 1 };
         ctx.since_poll = ctx.since_poll.saturating_add(1);
         ctx.peer.counters.add(Counter::of(c.status), 1);
         self.processed(&c, &mut Deliver::Local(&ctx.queue, &ctx.peer.counters));
@@ -943,9 +950,9 @@ impl Shared {
         let mut closing_since = None;
         let result = loop {
             let closed = self.state.load(SeqCst) == CLOSED;
-            if !closed && ctx.since_poll >= POLL_EVERY && w.poll.peek() == VACANT && w.acquire_poll(WAITER) {
+            if !closed && ctx.since_poll >= w.poll_every && w.poll.peek() == VACANT && w.acquire_poll(WAITER) {
                 // Fairness: however much the queues hold, streams armed in epoll are looked at
-                // at least once every `POLL_EVERY` completions this thread takes.
+                // at least once every `poll_every` completions this thread takes.
                 ctx.peer.counters.add(Counter::ForcedPolls, 1);
                 self.poll_once(ctx, 0);
             }
