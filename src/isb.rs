@@ -185,9 +185,10 @@ impl Pending {
 pub(crate) struct Inner {
     /// `None` once deassigned or closed.
     pub(crate) driver: Option<Box<dyn Driver>>,
-    /// The request pending on each side (in place: a box would cost an allocation per I/O,
-    /// and most streams have a read pending most of the time anyway).
-    pub(crate) pending: [Option<Pending>; 2],
+    /// The request pending on each side, boxed so an idle stream stays small (in place, two
+    /// requests would double the bytes per idle connection; a box costs a malloc and a free
+    /// from the thread's cache per I/O).
+    pub(crate) pending: [Option<Box<Pending>>; 2],
     /// What epoll is (as far as we know) armed for. Cleared when an event is taken.
     pub(crate) armed: Interest,
     /// The deadline timer and its sequence number, if one is set.

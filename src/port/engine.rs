@@ -105,7 +105,7 @@ impl Shared {
             self.disarm_timer(id);
         }
         stream.finish(side, inner);
-        p
+        *p
     }
 
     /// Completes `side`'s request with `status`.
@@ -244,7 +244,7 @@ impl Shared {
         }
         let mut req = crate::request::Request::accept();
         req.extra().more_accepts = more;
-        inner.pending[Side::Read as usize] = Some(isb::Pending::new(req));
+        inner.pending[Side::Read as usize] = Some(Box::new(isb::Pending::new(req)));
         if inner.backoff.is_none() {
             self.advance(stream, &mut inner, Side::Read, false, how);
         }

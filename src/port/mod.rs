@@ -599,7 +599,8 @@ impl Port {
         if !stream.begin(Side::Write, &inner) {
             return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
         }
-        inner.pending[Side::Write as usize] = Some(Pending::new(Request { kind: Kind::Connect, extra: None }));
+        inner.pending[Side::Write as usize] =
+            Some(Box::new(Pending::new(Request { kind: Kind::Connect, extra: None })));
         self.shared.producing(|how| match outcome {
             Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, how),
             Some(Err(e)) => {
@@ -685,7 +686,7 @@ impl Port {
         }
         let poll_read = matches!(req.kind, Kind::Read { min: 0, .. });
         let timeout = req.timeout_after();
-        inner.pending[side as usize] = Some(Pending::new(req));
+        inner.pending[side as usize] = Some(Box::new(Pending::new(req)));
         // Try the I/O at once unless it cannot succeed: an accept resting after EMFILE and the
         // like, or a read on a stream the last read drained (readiness will tell when data is
         // there).
