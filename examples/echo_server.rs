@@ -1,4 +1,5 @@
-//! A TCP echo server on one cport [`Port`]: every byte a client sends comes back.
+//! A TCP echo server on one cport [`Port`]: every byte a client sends comes back. The
+//! README's server, with arguments and messages.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- [ADDR] [--threads N]
@@ -6,25 +7,23 @@
 //!
 //! ADDR defaults to 127.0.0.1:7878 (port 0: any free port). The first line on stdout is
 //! `listening <addr>`, with the address bound. Ctrl-C (or SIGTERM) stops it gracefully: the
-//! signal arrives as a read completion on a signalfd assigned to the same port, the listener
-//! closes, the port shuts down, every pending I/O comes back cancelled, and the handler threads
-//! end once they have taken the last completion.
+//! signal arrives as a completion ([`Port::signals`]), the port shuts down, every pending I/O
+//! comes back cancelled, and the handler threads end once they have taken the last completion.
 //!
 //! N handler threads (default: one per CPU) loop on [`Port::next_completion`]; they also do
 //! the socket I/O (the port has no workers: the fastest configuration). Each completion carries
 //! the ISB of its stream, so the handlers keep no table of connections; one accept series keeps
-//! the listener accepting; each connection has one I/O in flight, so its bytes come back in
-//! order.
+//! the listener accepting; each connection has one I/O in flight and one buffer, which goes
+//! round: a read into its spare capacity (no zero-filling), the write of what came, then,
+//! emptied, the next read.
 
-use std::error::Error;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread;
 
-use cport::{driver, Completion, Isb, Op, Port, Status};
+use cport::{signal, Completion, Op, Port, Status};
 
 const BUF: usize = 16 * 1024;
 /// Tokens: the listener, the signals, then the connections.
@@ -33,73 +32,64 @@ const SIGNALS: u64 = 1;
 static NEXT_ID: AtomicU64 = AtomicU64::new(2);
 const USAGE: &str = "usage: echo_server [ADDR] [--threads N]   (ADDR defaults to 127.0.0.1:7878)";
 
-fn serve(addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
-    let stop = stop_signals()?; // before any thread starts: they all inherit the blocked mask
+fn serve(addr: SocketAddr, threads: usize) -> cport::Result<()> {
     let port = Port::new()?;
+    // First, before any thread starts: the threads inherit the signal mask.
+    port.signals(&[signal::SIGINT, signal::SIGTERM], SIGNALS)?;
     let listener = port.listen(addr, LISTENER)?;
     port.accept_many(&listener, usize::MAX)?;
-    let signals = port.assign(driver::Fd::new(stop), SIGNALS)?;
-    port.read(&signals, vec![0; SIGINFO], SIGINFO..=SIGINFO)?;
     println!("listening {}", listener.local_addr()?);
-    std::io::stdout().flush()?;
-
-    let handlers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (port, listener) = (port.clone(), listener.clone());
-            thread::spawn(move || {
-                // `PortClosed` after the shutdown and the last completion ends the loop.
+    let _ = std::io::stdout().flush();
+    thread::scope(|s| {
+        for _ in 0..threads {
+            // `PortClosed` after the shutdown and the last completion ends the loop.
+            s.spawn(|| {
                 while let Ok(next) = port.next_completion(None) {
                     if let Some(c) = next {
-                        handle(&port, &listener, c);
+                        handle(&port, c);
                     }
                 }
-            })
-        })
-        .collect();
-    for h in handlers {
-        let _ = h.join();
-    }
+            });
+        }
+    });
     println!("stopped");
     Ok(())
 }
 
-/// What one finished operation leads to. Each connection has one I/O in flight and one buffer,
-/// which goes round: a read into its spare capacity (no zero-filling), the write of what came,
-/// then, emptied, the next read.
-fn handle(port: &Port, listener: &Isb, mut c: Completion) {
+/// What one finished operation leads to.
+fn handle(port: &Port, mut c: Completion) {
     let Some(isb) = c.isb().cloned() else { return };
-    let ok = match (c.token(), c.op(), c.status()) {
-        (SIGNALS, Op::Read, Status::Ok) => {
-            eprintln!("echo_server: stopping");
-            let _ = port.close(listener);
-            port.shutdown();
+    let ok = match (c.op(), c.status()) {
+        (Op::Signal, Status::Ok) => {
+            eprintln!("echo_server: signal {}: stopping", c.value());
+            port.shutdown(); // pending I/O ends cancelled; then every loop gets PortClosed
             true
         }
-        (LISTENER, Op::Accept, Status::Ok) => {
-            // A new connection: assign it and read from it (a refused one is closed).
+        (Op::Accept, Status::Ok) => {
+            // `isb` is the listener: set the new connection up (a refused one is closed).
             let Some(conn) = c.take_accepted() else { return };
             let _ = conn.set_nodelay(true);
             match port.assign(conn, NEXT_ID.fetch_add(1, Relaxed)) {
-                Ok(conn) if port.read_buf(&conn, Vec::with_capacity(BUF), 1..=BUF).is_err() => {
-                    let _ = port.close(&conn);
+                Ok(conn) => {
+                    // Refused only once the port is shutting down, which ends the stream anyway.
+                    let _ = port.read_buf(&conn, Vec::with_capacity(BUF), 1..=BUF);
                 }
-                Ok(_) => {}
                 Err(e) => report(Some(e)),
             }
             true
         }
-        (LISTENER, Op::Accept, _) => {
+        (Op::Accept, _) => {
             report(c.result().err()); // EMFILE: the port rests the listener
             true
         }
-        (_, Op::Read, Status::Ok) => port.write(&isb, c.into_data()).is_ok(), // echo what came
-        (_, Op::Write, Status::Ok) => {
+        (Op::Read, Status::Ok) => port.write(&isb, c.into_data()).is_ok(), // echo what came
+        (Op::Write, Status::Ok) => {
             let mut buf = c.into_data(); // what was written: read into it again
             buf.clear();
             port.read_buf(&isb, buf, 1..=BUF).is_ok()
         }
-        (_, Op::Read | Op::Write, _) => false, // end of stream, reset, error, or cancelled at shutdown
-        _ => true,                             // Close completions, and the series' end at shutdown
+        (Op::Read | Op::Write, _) => false, // end of stream, reset, error, or cancelled at shutdown
+        _ => true,                          // Close completions, the series' end at shutdown
     };
     if !ok {
         let _ = port.close(&isb);
@@ -110,32 +100,6 @@ fn report(e: Option<cport::Error>) {
     if let Some(e) = e.filter(|e| !matches!(e.kind(), cport::ErrorKind::PortClosed | cport::ErrorKind::Cancelled)) {
         eprintln!("echo_server: {e:#}");
     }
-}
-
-/// The size of one signalfd record.
-const SIGINFO: usize = std::mem::size_of::<libc::signalfd_siginfo>();
-
-/// SIGINT and SIGTERM as a nonblocking signalfd: blocked in this thread (and so in every thread
-/// it starts), they wait there to be read instead of killing the process.
-fn stop_signals() -> std::io::Result<OwnedFd> {
-    // SAFETY: `set` is plain data that `sigemptyset` initialises before any other use; the
-    // calls get valid pointers to it, and a null old-mask pointer, which they allow.
-    let fd = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let err = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if err != 0 {
-            return Err(std::io::Error::from_raw_os_error(err));
-        }
-        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `signalfd` just returned this fd, open and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn main() -> ExitCode {

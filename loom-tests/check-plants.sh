@@ -30,6 +30,7 @@ plants=(
     "wakeup_left_to_searcher|models/waiters_race_post_and_wakeup|deadlock"
     "no_pass_on|models/searcher_passes_the_look_on|deadlock"
     "no_local_delivery|models/a_handlers_io_comes_back_to_it|the handler's own read comes back to it"
+    "timer_cancel_unlocked|models/timer_races_cancel_and_shutdown|one timer, one completion"
     "connect_unchecked|models/connect_races_shutdown|a started connect completes before PortClosed"
     "close_unchecked|models/close_races_shutdown|every completion before PortClosed, Close last"
     "retire_keeps_work|models/no_completion_stranded_when_its_taker_leaves|deadlock"

@@ -26,7 +26,9 @@ pub enum ErrorKind {
     NotAssigned,
     /// The port was shut down.
     PortClosed,
-    /// The stream's deadline (see [`Port::set_timeout`](crate::Port::set_timeout)) passed.
+    /// A time limit passed: the stream's deadline ([`Port::set_timeout`](crate::Port::set_timeout)),
+    /// the I/O's own timeout ([`Request::timeout`](crate::Request::timeout),
+    /// [`Port::connect_timeout`](crate::Port::connect_timeout)), or the OS's (`ETIMEDOUT`).
     TimedOut,
     /// The I/O was cancelled by `cancel`, `close`, `deassign` or shutdown.
     Cancelled,

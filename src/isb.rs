@@ -13,13 +13,13 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use crate::buf::Buf;
 use crate::completion::{Completion, Status};
 use crate::driver::Driver;
 use crate::error::Error;
-use crate::request::{Extra, Kind, Op, Request, Side};
+use crate::request::{ConnectTo, Extra, Kind, Op, Request, Side};
 use crate::sync::{lock, Arc, AtomicU8, Mutex, MutexGuard, Ordering, Peek};
 use crate::sys::Interest;
 use crate::timer::TimerId;
@@ -89,10 +89,58 @@ impl Isb {
         lock(&self.stream.inner).driver.is_some()
     }
 
-    /// The fd of the stream while it is assigned.
+    /// The number of the stream's fd while it is assigned. Only a number: once the stream is
+    /// released (by any thread) the fd closes and the number may be reused by another file.
+    /// To use the fd (socket options, `getsockopt`), borrow it with [`Isb::with_fd`].
     pub fn fd(&self) -> Option<RawFd> {
         let inner = lock(&self.stream.inner);
         inner.driver.as_ref().map(|d| d.fd().as_raw_fd())
+    }
+
+    /// Runs `f` with the stream's fd, borrowed for the call: the stream's lock is held
+    /// meanwhile, so the fd can neither close nor be reused. For socket options through
+    /// `socket2::SockRef` (keepalive, linger, buffer sizes) without `unsafe`. `f` must not call
+    /// the port about this stream (its lock is held: that would deadlock); keep it short.
+    ///
+    /// ```
+    /// use socket2::SockRef;
+    ///
+    /// let port = cport::Port::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let isb = port.connect(listener.local_addr()?, 1)?;
+    /// isb.with_fd(|fd| SockRef::from(&fd).set_keepalive(true))??;
+    /// assert!(isb.with_fd(|fd| SockRef::from(&fd).keepalive())??);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `NotAssigned` once the stream is released (`f` is not called).
+    pub fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> crate::Result<R> {
+        let inner = lock(&self.stream.inner);
+        match inner.driver.as_ref() {
+            Some(d) => Ok(f(d.fd())),
+            None => Err(Error::new(
+                crate::ErrorKind::NotAssigned,
+                format!("with_fd on stream {}: not assigned", self.stream.label()),
+            )),
+        }
+    }
+
+    /// The address of the peer of the stream's IPv4 or IPv6 socket.
+    ///
+    /// ```
+    /// let port = cport::Port::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let isb = port.connect(listener.local_addr()?, 1)?;
+    /// port.next_completion(None)?.expect("the connect");
+    /// assert_eq!(isb.peer_addr()?, listener.local_addr()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Isb::local_addr`]; `Os(NotConnected)` for a socket not connected.
+    pub fn peer_addr(&self) -> crate::Result<std::net::SocketAddr> {
+        self.addr("peer_addr", |s| s.peer_addr())
     }
 
     /// The local address of the stream's IPv4 or IPv6 socket: for a listener bound to port 0
@@ -111,16 +159,25 @@ impl Isb {
     /// `NotAssigned` once the stream is released; `InvalidInput` if it is not an IPv4/IPv6
     /// socket; `Os` if the OS refuses.
     pub fn local_addr(&self) -> crate::Result<std::net::SocketAddr> {
+        self.addr("local_addr", |s| s.local_addr())
+    }
+
+    /// One of the socket's addresses, read by `get` with the stream's lock held.
+    fn addr(
+        &self,
+        call: &str,
+        get: impl FnOnce(&socket2::SockRef<'_>) -> std::io::Result<socket2::SockAddr>,
+    ) -> crate::Result<std::net::SocketAddr> {
         let inner = lock(&self.stream.inner);
         let Some(d) = inner.driver.as_ref() else {
             return Err(Error::new(
                 crate::ErrorKind::NotAssigned,
-                format!("local_addr of stream {}: not assigned", self.stream.label()),
+                format!("{call} of stream {}: not assigned", self.stream.label()),
             ));
         };
-        let what = || format!("local_addr of {}", self.stream.describe(&inner));
+        let what = || format!("{call} of {}", self.stream.describe(&inner));
         // The driver, and so its fd, stays while the stream's lock is held.
-        let addr = socket2::SockRef::from(&d.fd()).local_addr().map_err(|e| Error::from_io(&e, what()))?;
+        let addr = get(&socket2::SockRef::from(&d.fd())).map_err(|e| Error::from_io(&e, what()))?;
         addr.as_socket().ok_or_else(|| Error::invalid(format!("{}: not an IPv4 or IPv6 socket", what())))
     }
 }
@@ -425,7 +482,33 @@ fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
                     Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
                     Err(e) => e,
                 },
-                Kind::Connect => match driver.finish_connect() {
+                Kind::Signal { signo } => {
+                    let mut record = [0u8; crate::sys::signals::SIGINFO];
+                    match driver.read(&mut record) {
+                        Ok(n) if n == record.len() => {
+                            *signo = crate::sys::signals::signo(&record);
+                            return Step::Done(Status::Ok, None);
+                        }
+                        Ok(n) => io::Error::new(io::ErrorKind::InvalidData, format!("a signal record of {n} bytes")),
+                        Err(e) => e,
+                    }
+                }
+                Kind::Connect { to: Some(to) } => match connect(driver, to) {
+                    Ok(()) => return Step::Done(Status::Ok, None),
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                        // Started: it is done when the socket becomes writable.
+                        if let Kind::Connect { to } = kind {
+                            *to = None;
+                        }
+                        return Step::Pending;
+                    }
+                    // Not "in progress": a Unix socket's full backlog (EAGAIN) is a failure.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Step::Done(Status::Failed, Some(e));
+                    }
+                    Err(e) => e,
+                },
+                Kind::Connect { to: None } => match driver.finish_connect() {
                     Ok(()) => return Step::Done(Status::Ok, None),
                     Err(e) => e,
                 },
@@ -456,6 +539,14 @@ fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
             io::ErrorKind::Interrupted => continue,
             _ => return Step::Done(io_status(&err), Some(err)),
         }
+    }
+}
+
+/// Starts a `Request::connect` (a bad path never gets here: `validate` refuses it).
+fn connect(driver: &mut dyn Driver, to: &ConnectTo) -> io::Result<()> {
+    match to {
+        ConnectTo::Addr(addr) => driver.connect(addr),
+        ConnectTo::BadPath => Err(io::Error::new(io::ErrorKind::InvalidInput, "connect_unix: bad path")),
     }
 }
 
@@ -505,7 +596,8 @@ pub(crate) fn completion(isb: Isb, op: Op, pending: Pending, status: Status, err
             c.buf = Some(buf)
         }
         Kind::ReadVectored { bufs, .. } | Kind::WriteVectored { bufs } => c.extra().bufs = bufs,
-        Kind::Accept | Kind::Connect => {}
+        Kind::Signal { signo } => c.value = u64::from(signo),
+        Kind::Accept | Kind::Connect { .. } => {}
     }
     c
 }

@@ -116,11 +116,31 @@ pub mod model {
     pub use crate::sys::mock::Kernel;
 }
 
+/// Signal numbers for [`Port::signals`] (the platform's values, as `libc` has them).
+pub mod signal {
+    /// Interrupt from the terminal (Ctrl-C).
+    pub const SIGINT: i32 = libc::SIGINT;
+    /// Termination request (`kill`'s default, service managers' stop).
+    pub const SIGTERM: i32 = libc::SIGTERM;
+    /// Hang-up of the controlling terminal; by convention, "reload the configuration".
+    pub const SIGHUP: i32 = libc::SIGHUP;
+    /// Quit from the terminal (Ctrl-\).
+    pub const SIGQUIT: i32 = libc::SIGQUIT;
+    /// User-defined signal 1.
+    pub const SIGUSR1: i32 = libc::SIGUSR1;
+    /// User-defined signal 2.
+    pub const SIGUSR2: i32 = libc::SIGUSR2;
+    /// The terminal's window size changed.
+    pub const SIGWINCH: i32 = libc::SIGWINCH;
+    /// A child process stopped or ended.
+    pub const SIGCHLD: i32 = libc::SIGCHLD;
+}
+
 pub use completion::{Completion, Next, Status};
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result, StartError};
 pub use isb::Isb;
-pub use port::{Builder, Port, Stats, MAX_THREADS};
+pub use port::{Builder, Port, Stats, Timer, MAX_THREADS};
 pub use request::{Op, Progress, Request};
 
 // What the docs promise about threads, checked at compile time: a handle or value that is

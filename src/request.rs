@@ -31,6 +31,12 @@ pub enum Op {
     Close,
     /// A user completion from [`Port::post`](crate::Port::post).
     Post,
+    /// A timer from [`Port::timer`](crate::Port::timer): `Ok` when it fired, `Cancelled` when
+    /// [`Port::cancel_timer`](crate::Port::cancel_timer) or shutdown ended it first.
+    Timer,
+    /// A signal arrived on a stream of [`Port::signals`](crate::Port::signals); its number is
+    /// the completion's [`value`](crate::Completion::value).
+    Signal,
 }
 
 /// Which half of a full-duplex stream an operation occupies. Each side holds at most one I/O.
@@ -44,9 +50,9 @@ impl Op {
     /// The side this operation occupies; `None` for operations that occupy no side.
     pub(crate) fn side(self) -> Option<Side> {
         match self {
-            Op::Read | Op::ReadVectored | Op::Accept | Op::RecvFrom => Some(Side::Read),
+            Op::Read | Op::ReadVectored | Op::Accept | Op::RecvFrom | Op::Signal => Some(Side::Read),
             Op::Write | Op::WriteVectored | Op::Connect | Op::SendTo => Some(Side::Write),
-            Op::Close | Op::Post => None,
+            Op::Close | Op::Post | Op::Timer => None,
         }
     }
 
@@ -63,6 +69,8 @@ impl Op {
             Op::SendTo => "send_to",
             Op::Close => "close",
             Op::Post => "post",
+            Op::Timer => "timer",
+            Op::Signal => "signal",
         }
     }
 }
@@ -100,6 +108,13 @@ pub(crate) struct Extra {
     pub(crate) more_accepts: usize,
 }
 
+/// Where a `Request::connect` goes.
+pub(crate) enum ConnectTo {
+    Addr(socket2::SockAddr),
+    /// `Request::connect_unix` with a path that cannot be one (refused by `validate`).
+    BadPath,
+}
+
 /// The operation and its buffers.
 pub(crate) enum Kind {
     Read {
@@ -125,8 +140,16 @@ pub(crate) enum Kind {
         buf: Buf,
         addr: SocketAddr,
     },
-    /// Internal: the write side of a stream opened by `Port::connect`.
-    Connect,
+    /// A connect: `to` until the connect is started (`Request::connect`; `None` from the start
+    /// for one that `Port::connect` started itself), then `None` while it is in progress.
+    Connect {
+        /// Boxed: a socket address is 130 bytes, and every request would carry them.
+        to: Option<Box<ConnectTo>>,
+    },
+    /// Internal: the next signal of a `Port::signals` stream (its number, once read).
+    Signal {
+        signo: u32,
+    },
 }
 
 impl Request {
@@ -145,7 +168,9 @@ impl Request {
 
     /// Read at least `*range.start()` and at most `*range.end()` bytes into `buf[..max]`. The
     /// read completes once `min` bytes arrived, or at end of stream or an error, with whatever
-    /// arrived. `max` must be at most `buf.len()` and not zero, and `min <= max`.
+    /// arrived. `max` must be at most `buf.len()` and not zero, and `min <= max`. A `min` of
+    /// 0 is a poll: the read completes at once with whatever is there, possibly nothing
+    /// (`Status::Ok`, 0 bytes), and never waits.
     ///
     /// ```
     /// use cport::{Port, Request};
@@ -200,6 +225,47 @@ impl Request {
         let (min, max) = range.into_inner();
         let start = buf.len();
         Request::new(Kind::Read { buf: Buf::Spare(buf, start), min, max })
+    }
+
+    /// Connect the stream (an unconnected stream socket, assigned: one the caller prepared,
+    /// bound or with options set, through `socket2::Socket` and
+    /// [`driver::TcpStream::from_fd`](crate::driver::TcpStream::from_fd)) to `addr`. It
+    /// completes once the connection is up or has failed (a refused connection: `Failed`, its
+    /// error kind `Os(ConnectionRefused)`); with [`Request::timeout`], as `TimedOut` once that
+    /// passes first. [`Port::connect`](crate::Port::connect) makes and assigns the socket
+    /// itself. Whatever the outcome, the stream stays assigned: close or deassign it.
+    ///
+    /// ```
+    /// use cport::{driver, Op, Port, Request, Status};
+    /// use socket2::{Domain, Socket, Type};
+    /// use std::time::Duration;
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = Port::new()?;
+    /// // A socket prepared by the caller: bound to a local address, an option set.
+    /// let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    /// sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>()?.into())?;
+    /// sock.set_keepalive(true)?;
+    /// let isb = port.assign(driver::TcpStream::from_fd(sock.into()), 1)?;
+    /// port.start_io(&isb, Request::connect(listener.local_addr()?).timeout(Duration::from_secs(5)))?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Connect, Status::Ok));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
+    pub fn connect(addr: std::net::SocketAddr) -> Request {
+        Request::new(Kind::Connect { to: Some(Box::new(ConnectTo::Addr(addr.into()))) })
+    }
+
+    /// [`Request::connect`] to the Unix-domain socket at `path` (an unconnected Unix stream
+    /// socket, assigned with [`driver::UnixStream`](crate::driver::UnixStream)). A path that is
+    /// empty, too long or holds a NUL byte is refused with `InvalidInput` when the request is
+    /// started.
+    #[must_use = "a request does nothing until it is started with `Port::start_io`"]
+    pub fn connect_unix(path: impl AsRef<std::path::Path>) -> Request {
+        // A bad path is kept as such, for `validate` to refuse with the reason.
+        let to = crate::sys::socket::unix_path(path.as_ref()).map_or(ConnectTo::BadPath, ConnectTo::Addr);
+        Request::new(Kind::Connect { to: Some(Box::new(to)) })
     }
 
     /// Read whatever is there, at least one byte and at most `buf.len()`.
@@ -438,7 +504,8 @@ impl Request {
             Kind::Accept => Op::Accept,
             Kind::RecvFrom { .. } => Op::RecvFrom,
             Kind::SendTo { .. } => Op::SendTo,
-            Kind::Connect => Op::Connect,
+            Kind::Connect { .. } => Op::Connect,
+            Kind::Signal { .. } => Op::Signal,
         }
     }
 
@@ -514,6 +581,9 @@ impl Request {
                 Err("vectored write of no bytes".into())
             }
             Kind::RecvFrom { buf } if buf.is_empty() => Err("recv_from into an empty buffer".into()),
+            Kind::Connect { to: Some(to) } if matches!(**to, ConnectTo::BadPath) => {
+                Err("connect_unix: the path is empty, too long or holds a NUL byte".into())
+            }
             _ => Ok(()),
         }
     }

@@ -1,7 +1,7 @@
 //! The session layer over real loopback TCP: sessions fed by a `Server`, exact replies whatever
 //! the read boundaries, errors and limits that close one connection only, back-pressure, the
 //! reasons `closed` is given (once), graceful and forced stops, run-time changes of the factory
-//! and the limits, and a server run on a rayon pool.
+//! and the limits, idle timeouts, and a server run on a rayon pool (its own or the global one).
 //!
 //! Nothing here asserts on timing: waits poll a condition with the hang guard of `util`.
 #![cfg(feature = "session")]
@@ -973,12 +973,13 @@ fn max_connections_refuses() {
 
 #[test]
 fn bad_limits_are_rejected() {
-    let zeroed: [fn(&mut Limits); 5] = [
+    let zeroed: [fn(&mut Limits); 6] = [
         |l| l.read_size = 0,
         |l| l.max_outbox = 0,
         |l| l.pause_reading_at = 0,
         |l| l.max_input = 0,
         |l| l.read_size = usize::MAX,
+        |l| l.idle_timeout = Some(Duration::ZERO),
     ];
     for (i, zero) in zeroed.iter().enumerate() {
         let mut limits = Limits::default();
@@ -991,6 +992,14 @@ fn bad_limits_are_rejected() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "case {i}: {err}");
     }
+    let server = Server::builder()
+        .bind("127.0.0.1:0".parse().unwrap(), |_: &Connection| -> Box<dyn Session> {
+            Box::new(Probed { probe: Arc::default(), peer: "127.0.0.1:1".parse().unwrap(), id: 0, proto: Hoard })
+        })
+        .unwrap();
+    let err = server.set_limits(Limits::default().with_idle_timeout(Duration::ZERO)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(server.limits().idle_timeout, None, "the old limits stay");
 }
 
 #[test]
@@ -1488,4 +1497,295 @@ fn a_session_that_paced_is_fed_again_when_its_output_drained_during_the_call() {
     go_tx.send(()).unwrap();
     assert_eq!(read_n(&mut s, 9), b"ok\nok\nok\n", "the requests left in the tail are served");
     running.stop(Duration::from_secs(5));
+}
+
+// ---- idle timeouts ----
+
+/// The limits of the idle-timeout tests: `after` without bytes closes a connection.
+fn idle_limits(after: Duration) -> Limits {
+    Limits::default().with_idle_timeout(after)
+}
+
+/// A connection that receives nothing for `Limits::idle_timeout` is closed: its reply to the
+/// last request is sent first, the session is told `IdleTimeout` once, and the summary counts
+/// it (not as an error). A connection that never sends is closed the same way.
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let probe = Arc::new(Probe::default());
+    let running = Running::start(idle_limits(Duration::from_millis(100)), 2, factory(&probe, lines(b"re:")));
+    let mut talker = client(running.addr());
+    round_trip(&mut talker, "re:", "first");
+    round_trip(&mut talker, "re:", "second");
+    let mut silent = client(running.addr());
+    for s in [&mut talker, &mut silent] {
+        expect_eof(s);
+        let peer = peer_of(s);
+        // The server lingers after its end of stream until the client closes.
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(probe.wait_closed(peer), Closed::IdleTimeout);
+    }
+    assert_eq!(running.server.summary().idle_closes, 2);
+    let summary = running.stop(Duration::from_secs(5));
+    assert_eq!((summary.idle_closes, summary.closed, summary.errors, summary.forced), (2, 2, 0, 0), "{summary:?}");
+    assert_eq!(probe.closed.lock().unwrap().len(), 2, "closed is called once per connection");
+}
+
+/// A connection whose reading is paused for back-pressure (its peer does not take the replies)
+/// is not idle by its peer's fault: it stays open however long the pause lasts (here: past
+/// another connection's idle timeout that began after the pause), and its time counts again
+/// once reading resumes.
+#[test]
+fn a_connection_paused_for_back_pressure_is_not_timed_out() {
+    const REQUESTS: usize = 300;
+    let probe = Arc::new(Probe::default());
+    let limits =
+        idle_limits(Duration::from_millis(100)).with_pause_reading_at(64 * KIB).with_max_outbox(MIB).with_read_size(1);
+    let running = Running::start(limits, 2, factory(&probe, || Fanout { next: 0 }));
+    let mut s = client(running.addr());
+    small_rcvbuf(util::raw(&s), 64 * KIB);
+    let peer = peer_of(&s);
+    let requests: Vec<u8> = (0..REQUESTS).map(|i| (i % 251) as u8).collect();
+    s.write_all(&requests).unwrap();
+    let conn = probe.conn(peer);
+    wait("reading to pause", || conn.is_reading_paused());
+
+    // A whole idle timeout passes while paused: another connection's, begun after the pause.
+    let mut other = client(running.addr());
+    expect_eof(&mut other);
+    other.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(probe.wait_closed(peer_of(&other)), Closed::IdleTimeout);
+    assert!(probe.closed_of(peer).is_empty(), "a paused connection was closed: {:?}", probe.closed_of(peer));
+    assert!(conn.is_open() && conn.is_reading_paused());
+
+    // Take every reply: reading resumes, the requests are served, then the time runs out.
+    let mut block = vec![0u8; BLOCK];
+    for (i, &req) in requests.iter().enumerate() {
+        if let Err(e) = s.read_exact(&mut block) {
+            panic!("reading reply {i}: {e}");
+        }
+        assert_eq!(block[..4], (i as u32).to_le_bytes(), "reply {i} is out of order");
+        assert!(block[4..].iter().all(|&b| b == req), "reply {i} has wrong bytes");
+    }
+    expect_eof(&mut s);
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(probe.wait_closed(peer), Closed::IdleTimeout);
+    let summary = running.stop(Duration::from_secs(5));
+    assert_eq!((summary.idle_closes, summary.limit_closes, summary.errors), (2, 0, 0), "{summary:?}");
+}
+
+/// Sends from elsewhere take a connection's output to the pause mark while its read waits for
+/// the peer, who reads nothing: when the idle time runs out, the peer is behind on our output,
+/// not idle, so reading pauses instead of the connection closing. Once the peer has taken the
+/// output, reading resumes and the time counts again.
+#[test]
+fn an_idle_timeout_with_the_output_at_the_pause_mark_pauses_reading() {
+    const FILL: usize = 8 * MIB;
+    // Long enough for the test to queue the output before it runs out.
+    const IDLE: Duration = Duration::from_millis(500);
+    let probe = Arc::new(Probe::default());
+    let limits = idle_limits(IDLE).with_pause_reading_at(64 * KIB).with_max_outbox(2 * FILL);
+    let running = Running::start(limits, 2, factory(&probe, || Lines { prefix: b"re:", greeting: b"hello\n" }));
+    let mut s = client(running.addr());
+    small_rcvbuf(util::raw(&s), 64 * KIB);
+    let peer = peer_of(&s);
+    // The greeting was written in the same hold of the connection's output lock that started
+    // the first read: once it arrives, the read is waiting, and the send below comes after.
+    assert_eq!(read_n(&mut s, 6), b"hello\n");
+    let conn = probe.conn(peer);
+    conn.send(&vec![b'f'; FILL]).unwrap();
+    assert!(!conn.is_reading_paused(), "the read was waiting when the output reached the mark");
+    wait("the idle time to run out and reading to pause", || conn.is_reading_paused());
+    assert_eq!(running.server.port_stats().timed_out, 1, "the read ended on its idle timeout");
+    assert!(conn.is_open() && probe.closed_of(peer).is_empty(), "closed: {:?}", probe.closed_of(peer));
+
+    assert_eq!(read_n(&mut s, FILL), vec![b'f'; FILL]);
+    round_trip(&mut s, "re:", "reading resumed");
+    expect_eof(&mut s);
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(probe.wait_closed(peer), Closed::IdleTimeout);
+    let summary = running.stop(Duration::from_secs(5));
+    assert_eq!((summary.idle_closes, summary.errors), (1, 0), "{summary:?}");
+}
+
+/// `set_limits` changes the idle timeout of reads started after it: a connection already
+/// waiting keeps the time it began with until its next bytes; new connections and the next
+/// read of old ones use the new one. `None` turns it off the same way.
+#[test]
+fn idle_timeout_changes_apply_to_new_reads() {
+    let probe = Arc::new(Probe::default());
+    let running = Running::start(Limits::default(), 2, factory(&probe, lines(b"re:")));
+    let short = running.server.limits().with_idle_timeout(Duration::from_millis(100));
+    let closes_idle = |s: &mut TcpStream| {
+        expect_eof(s);
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(probe.wait_closed(peer_of(s)), Closed::IdleTimeout);
+    };
+
+    let mut old = client(running.addr());
+    round_trip(&mut old, "re:", "before the change");
+    running.server.set_limits(short.clone()).unwrap();
+    let mut new = client(running.addr());
+    closes_idle(&mut new);
+    assert!(probe.closed_of(peer_of(&old)).is_empty(), "a read started before the change timed out");
+    round_trip(&mut old, "re:", "its next read has the new time");
+    closes_idle(&mut old);
+
+    // Off again: a connection that began without it is not closed.
+    running.server.set_limits(short.clone().with_idle_timeout(None)).unwrap();
+    let mut unbounded = client(running.addr());
+    round_trip(&mut unbounded, "re:", "no limit");
+    running.server.set_limits(short).unwrap();
+    let mut bounded = client(running.addr());
+    closes_idle(&mut bounded);
+    assert!(probe.closed_of(peer_of(&unbounded)).is_empty(), "a read started without the limit timed out");
+    let summary = running.stop(Duration::from_secs(5));
+    assert_eq!(summary.idle_closes, 3, "{summary:?}");
+    assert_eq!(probe.closed_of(peer_of(&unbounded)), vec![Closed::Stopped]);
+}
+
+/// Lingering closes have their own limit, `Limits::linger`, not the idle timeout: an idle
+/// close lingers like any graceful one, and so does a close that comes while a read with an
+/// idle timeout is waiting (that read ends on the timeout during the linger; the linger goes
+/// on). A lingering read that ended the linger early would close the socket, and the kernel
+/// would answer the peer's late bytes with a reset.
+#[test]
+fn lingering_closes_are_bounded_by_the_linger_not_the_idle_timeout() {
+    const IDLE: Duration = Duration::from_millis(300);
+    let probe = Arc::new(Probe::default());
+    let limits = idle_limits(IDLE).with_linger(GUARD * 3);
+    let running = Running::start(limits.clone(), 2, factory(&probe, lines(b"re:")));
+    // Closed for idling: the server shuts its sending side and lingers.
+    let mut idle = client(running.addr());
+    expect_eof(&mut idle);
+    assert_eq!(server_end_shut(peer_of(&idle)), Some(true), "the server shut its sending side and lingers");
+    // Closed by the application while its next read, with an idle timeout, waits.
+    let mut closed = client(running.addr());
+    round_trip(&mut closed, "re:", "hi");
+    probe.conn(peer_of(&closed)).close();
+    expect_eof(&mut closed);
+
+    // More than an idle time passes for both: another connection's, longer, begun after.
+    running.server.set_limits(limits.with_idle_timeout(IDLE * 3)).unwrap();
+    let mut other = client(running.addr());
+    expect_eof(&mut other);
+    for s in [&mut idle, &mut closed] {
+        let peer = peer_of(s);
+        assert_eq!(server_end_shut(peer), Some(true), "the linger ended early: {:?}", probe.closed_of(peer));
+        assert!(probe.closed_of(peer).is_empty());
+        // Late bytes are read and dropped, not answered with a reset.
+        s.write_all(b"late\n").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).map_err(|e| e.kind()), Ok(0), "the end of stream, no reset");
+    }
+    for (s, why) in [(idle, Closed::IdleTimeout), (closed, Closed::Local), (other, Closed::IdleTimeout)] {
+        let peer = peer_of(&s);
+        drop(s);
+        assert_eq!(probe.wait_closed(peer), why);
+    }
+    let summary = running.stop(Duration::from_secs(5));
+    assert_eq!((summary.idle_closes, summary.closed, summary.forced), (2, 3, 0), "{summary:?}");
+}
+
+// ---- loops on rayon pools ----
+
+/// An idle loop on a pool costs about what an idle `run` does: over a stretch in which nothing
+/// happens (half a second, measured by a read timing out on a port of the test's own), it
+/// waits in the server's port a handful of times, not once per `pool_slice` (2 ms: ~250 waits
+/// of two `epoll_wait` calls each). It still serves, and still lets the pool run other work.
+#[test]
+fn an_idle_pool_loop_sleeps_like_run() {
+    use cport::{Port, Request, Status};
+
+    const STRETCH: Duration = Duration::from_millis(500);
+    let probe = Arc::new(Probe::default());
+    let make = factory(&probe, lines(b"re:"));
+    let server = Server::builder().bind("127.0.0.1:0".parse().unwrap(), move |c: &Connection| make(c)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    server.run_on(&pool, 1);
+    let mut s = client(server.local_addr());
+    round_trip(&mut s, "re:", "before");
+
+    let clock = Port::builder().threads(0).build().unwrap();
+    let (ours, _quiet) = std::os::unix::net::UnixStream::pair().unwrap();
+    let timer = clock.assign(cport::driver::UnixStream::new(ours), 1).unwrap();
+    let before = server.port_stats();
+    clock.start_io(&timer, Request::read_some(vec![0; 1]).timeout(STRETCH)).unwrap();
+    let c = clock.next_completion(Some(GUARD)).unwrap().expect("the stretch ends");
+    assert_eq!(c.status(), Status::TimedOut);
+    let after = server.port_stats();
+    let waits = (after.epoll_waits - before.epoll_waits) + (after.parks - before.parks);
+    // Doubling from 2 ms to 100 ms: about 10 waits (20 epoll_waits) in the stretch.
+    assert!(waits <= 60, "an idle loop waited {waits} times in {STRETCH:?}: {before:?} -> {after:?}");
+
+    let (tx, rx) = mpsc::channel();
+    pool.spawn(move || tx.send(6 * 7).unwrap());
+    assert_eq!(rx.recv_timeout(GUARD), Ok(42), "the pool runs other work beside an idle loop");
+    round_trip(&mut s, "re:", "after");
+    drop(s);
+    wait("the connection to close", || server.summary().closed == 1);
+    let summary = server.stop(Duration::from_secs(5));
+    assert_eq!((summary.accepted, summary.errors), (1, 0), "{summary:?}");
+}
+
+/// `run_on_global` places the loops on rayon's global pool: they serve, the pool runs other
+/// work meanwhile, and they let go of the server once it stops.
+#[test]
+fn run_on_rayon_global_pool() {
+    let probe = Arc::new(Probe::default());
+    let sentinel = Arc::new(());
+    let make = factory(&probe, lines(b"g:"));
+    let held = sentinel.clone();
+    let server = Server::builder()
+        .bind("127.0.0.1:0".parse().unwrap(), move |c: &Connection| {
+            let _ = &held;
+            make(c)
+        })
+        .unwrap();
+    server.run_on_global(2);
+    let mut s = client(server.local_addr());
+    for i in 0..50 {
+        round_trip(&mut s, "g:", &format!("line {i}"));
+    }
+    let (tx, rx) = mpsc::channel();
+    rayon::spawn(move || tx.send(6 * 7).unwrap());
+    assert_eq!(rx.recv_timeout(GUARD), Ok(42), "the global pool runs other work beside the loops");
+    drop(s);
+    wait("the connection to close", || server.summary().closed == 1);
+    let summary = server.stop(Duration::from_secs(5));
+    assert_eq!((summary.accepted, summary.closed, summary.errors), (1, 1, 0), "{summary:?}");
+    drop(server);
+    wait("the pool loops to let go of the server", || Arc::strong_count(&sentinel) == 1);
+}
+
+// ---- when `receive` is called again ----
+
+/// `Session::receive`'s rule: a call that consumed something and left bytes is followed by
+/// another with the rest, without new bytes, so a session may take one message per call; a
+/// call that consumed nothing (a partial message) is called again only when more bytes come.
+#[test]
+fn a_session_may_take_one_message_per_call() {
+    /// Replies to the first whole line only.
+    struct OneLine;
+    impl Proto for OneLine {
+        fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+            let Some(end) = data.iter().position(|&b| b == b'\n') else { return Ok(0) };
+            out.send(b"re:");
+            out.send(&data[..=end]);
+            Ok(end + 1)
+        }
+    }
+    let probe = Arc::new(Probe::default());
+    let running = Running::start(Limits::default(), 2, factory(&probe, || OneLine));
+    let mut s = client(running.addr());
+    let peer = peer_of(&s);
+    s.write_all(b"a\nbb\nccc\npart").unwrap();
+    assert_eq!(read_n(&mut s, 18), b"re:a\nre:bb\nre:ccc\n");
+    wait("the call on the partial line", || probe.receives_of(peer).len() == 4);
+    s.write_all(b"ial\n").unwrap();
+    assert_eq!(read_n(&mut s, 11), b"re:partial\n");
+    // One read of the 13 bytes, then a call per line with the rest; the partial line waited
+    // for its end.
+    assert_eq!(probe.receives_of(peer), [(13, 2), (11, 3), (8, 4), (4, 0), (8, 8)], "(data, consumed) per call");
+    let summary = running.stop(Duration::from_secs(5));
+    assert_eq!(summary.errors, 0, "{summary:?}");
 }

@@ -458,6 +458,35 @@ fn a_handlers_io_comes_back_to_it() {
     });
 }
 
+/// Model 9c: a user timer racing its cancel and shutdown. The timer's deadline has passed and
+/// the timerfd fires on the worker while this thread cancels the timer and then shuts the port
+/// down: whichever of the three gets the timers' lock first ends it; exactly one completion,
+/// before `PortClosed`, and `Cancelled` if `cancel_timer` said it ended it. Plant
+/// `timer_cancel_unlocked`: the cancel looks under the lock but ends the timer after letting
+/// go, so a fire in between completes it a second time.
+#[test]
+fn timer_races_cancel_and_shutdown() {
+    model("timer_races_cancel_and_shutdown", || {
+        let port = port();
+        let kernel = port.kernel();
+        let timer = port.timer(7, 42, Duration::ZERO).unwrap();
+        // Wall time must pass the wheel's tick (1 µs under loom) for the timer to be due.
+        std::thread::sleep(Duration::from_micros(20));
+        let firer = thread::spawn(move || kernel.fire_timer());
+        let cancelled = port.cancel_timer(&timer).unwrap();
+        let done = drain(&port);
+        firer.join().unwrap();
+        assert_eq!(done.len(), 1, "one timer, one completion: {done:?}");
+        let c = &done[0];
+        assert_eq!((c.op(), c.token(), c.value()), (Op::Timer, 7, 42));
+        if cancelled {
+            assert_eq!(c.status(), Status::Cancelled, "cancel's answer agrees with the completion");
+        } else {
+            assert_eq!(c.status(), Status::Ok, "not cancelled: it fired (shutdown came after)");
+        }
+    });
+}
+
 /// Model 10: `connect` racing `shutdown` while this thread drains. A connect that returned an
 /// ISB has its one completion before `PortClosed`; one that lost the race is refused with
 /// `PortClosed`. (The connect fails at once, deterministically: nothing listens at the path.)

@@ -6,8 +6,10 @@
 //! is not a socket can plug in: it needs an fd that epoll can watch for readiness.
 
 mod net;
+mod signal;
 
 pub use net::{Fd, TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+pub(crate) use signal::SignalFd;
 
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -42,8 +44,10 @@ pub trait Driver: Send + 'static {
     /// Whether the driver can run `op`.
     fn supports(&self, op: Op) -> bool;
 
-    /// Called once by `assign`, before the stream is registered: check the fd and make it
-    /// nonblocking. An error refuses the assignment.
+    /// Called once by `assign`, before the stream is registered: check the fd (an error
+    /// refuses the assignment). The port then makes the fd nonblocking whatever this did (it
+    /// sets `O_NONBLOCK`, which belongs to the open file and so to any duplicate of the fd as
+    /// well): every I/O method is called expecting `WouldBlock`, never a wait.
     fn attach(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -98,6 +102,15 @@ pub trait Driver: Send + 'static {
     /// Accepts one connection, returning its driver and the peer's address if it has one.
     fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<SocketAddr>)> {
         Err(unsupported(self.name(), Op::Accept))
+    }
+
+    /// Starts connecting the stream's socket to `addr` ([`Request::connect`](crate::Request::connect)):
+    /// `Ok` if it connected at once, an error with `raw_os_error() == Some(EINPROGRESS)` if
+    /// it is under way (the port then waits for writability and calls
+    /// [`Driver::finish_connect`]), any other error if it failed. The default: unsupported.
+    fn connect(&mut self, addr: &socket2::SockAddr) -> io::Result<()> {
+        let _ = addr;
+        Err(unsupported(self.name(), Op::Connect))
     }
 
     /// Once a connecting stream is writable: `Ok` if the connection is up, else its error.
@@ -237,6 +250,9 @@ impl Driver for Accepted {
     fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<SocketAddr>)> {
         self.driver.accept()
     }
+    fn connect(&mut self, addr: &socket2::SockAddr) -> io::Result<()> {
+        self.driver.connect(addr)
+    }
     fn finish_connect(&mut self) -> io::Result<()> {
         self.driver.finish_connect()
     }
@@ -291,6 +307,9 @@ impl Driver for Box<dyn Driver> {
     }
     fn accept(&mut self) -> io::Result<(Box<dyn Driver>, Option<SocketAddr>)> {
         (**self).accept()
+    }
+    fn connect(&mut self, addr: &socket2::SockAddr) -> io::Result<()> {
+        (**self).connect(addr)
     }
     fn finish_connect(&mut self) -> io::Result<()> {
         (**self).finish_connect()

@@ -127,6 +127,9 @@ macro_rules! stream_driver {
             fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 socket::send_vectored(self.sock.as_fd(), bufs)
             }
+            fn connect(&mut self, addr: &socket2::SockAddr) -> io::Result<()> {
+                socket2::SockRef::from(&self.sock).connect(addr)
+            }
             fn finish_connect(&mut self) -> io::Result<()> {
                 match socket::take_error(self.sock.as_fd())? {
                     Some(e) => Err(e),

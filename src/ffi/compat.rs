@@ -555,6 +555,9 @@ pub extern "C" fn completion_port_create() -> *mut CompletionPort {
             orphan: Mutex::new(None),
         });
         let s = shared.clone();
+        // The thread starts with every signal blocked: the program's signals go to its own
+        // threads, never to this one.
+        let _blocked = crate::sys::signals::BlockAll::new();
         let thread = std::thread::Builder::new()
             .name("completion_port".into())
             .spawn(move || {

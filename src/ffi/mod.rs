@@ -286,6 +286,9 @@ fn op(o: Op) -> c_int {
         Op::Connect => CPORT_OP_CONNECT,
         Op::Close => CPORT_OP_CLOSE,
         Op::Post => CPORT_OP_POST,
+        // Not reachable from C: timers and signals have no C calls.
+        Op::Timer => CPORT_OP_POST,
+        Op::Signal => CPORT_OP_READ,
         // Not reachable from C: recv_from and send_to have no C calls.
         Op::RecvFrom => CPORT_OP_READ,
         Op::SendTo => CPORT_OP_WRITE,

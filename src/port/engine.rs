@@ -222,6 +222,9 @@ impl Shared {
             if c.op == Op::Accept && c.value > 0 {
                 self.next_accept(&isb.stream, c.value as usize - 1, how);
             }
+            if c.op == Op::Signal && c.status == Status::Ok {
+                self.next_signal(&isb.stream, how);
+            }
             self.deliver_close(&isb.stream, how);
         }
     }
@@ -248,6 +251,23 @@ impl Shared {
         if inner.backoff.is_none() {
             self.advance(stream, &mut inner, Side::Read, false, how);
         }
+        self.rearm(stream, &mut inner, how);
+    }
+
+    /// Starts the next read of a `Port::signals` stream, its predecessor's completion having
+    /// just been taken: unless the stream was released, the port is shutting down, or another
+    /// I/O took the read side meanwhile.
+    fn next_signal(&self, stream: &Arc<Stream>, how: &mut Deliver<'_>) {
+        let mut inner = stream.lock();
+        if inner.driver.is_none() || self.state.load(Ordering::SeqCst) != super::OPEN {
+            return;
+        }
+        if !stream.begin(Side::Read, &inner) {
+            return;
+        }
+        let req = crate::request::Request::new(crate::request::Kind::Signal { signo: 0 });
+        inner.pending[Side::Read as usize] = Some(Box::new(isb::Pending::new(req)));
+        self.advance(stream, &mut inner, Side::Read, false, how);
         self.rearm(stream, &mut inner, how);
     }
 

@@ -53,6 +53,8 @@ impl Shared {
             let mut inner = stream.lock();
             self.end_all(stream, &mut inner, Status::Cancelled, &mut Deliver::Queue);
         }
+        //    And every user timer, under the lock that arming one checks the state under.
+        self.cancel_user_timers();
         // 4. Every completion the port will produce is queued (or, for a pending Close, is
         //    counted in `pending_closes`): wake every thread; waiters drain and leave, workers
         //    exit. The stop eventfd is level-triggered and never read, so every epoll_wait
@@ -155,6 +157,8 @@ impl Drop for Port {
             // The last handle went away on a worker (inside a driver or progress callback,
             // with a stream locked): tear down from a fresh thread so that nothing waits for
             // the lock this thread holds or joins itself.
+            #[cfg(not(loom))]
+            let _blocked = crate::sys::signals::BlockAll::new();
             let _ = thread::Builder::new().name("cport-teardown".into()).spawn(move || shared.teardown());
         } else {
             shared.teardown();

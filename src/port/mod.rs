@@ -12,9 +12,10 @@ mod timers;
 mod wait;
 
 pub use stats::Stats;
+pub use timers::Timer;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) selector: Selector,
     streams: Table<Arc<Stream>>,
     timers: Mutex<Timers>,
+    /// User timers (`Port::timer`).
+    user_timers: Mutex<timers::UserTimers>,
     /// Who waits where, the queues, who is woken (see `wait.rs`).
     wait: wait::Wait,
     /// Live `Port` handles (the reference count).
@@ -244,6 +247,7 @@ impl Builder {
             selector,
             streams: Table::new(),
             timers: Mutex::new(Timers::new()),
+            user_timers: Mutex::new(timers::UserTimers::default()),
             wait: wait::Wait::new(self.poll_interval, self.injector_interval),
             handles: AtomicUsize::new(1),
             state: AtomicU8::new(OPEN),
@@ -254,6 +258,9 @@ impl Builder {
         });
         shared.wait.link.set(shared.clone());
         let port = Port { shared };
+        // Workers start with every signal blocked (see `BlockAll`).
+        #[cfg(not(loom))]
+        let _blocked = crate::sys::signals::BlockAll::new();
         for i in 0..threads {
             let s = port.shared.clone();
             let spawned = thread::Builder::new().name(format!("cport-worker-{i}")).spawn(move || s.run_worker());
@@ -430,6 +437,14 @@ impl Port {
             let label = self.shared.label(token);
             return Err((Error::from_io(&e, format!("assign {name} (stream {label})")), Some(driver)));
         }
+        // Whatever the driver did: a blocking fd would block the thread that runs its I/O
+        // (and with it the port) forever. One `fcntl` when it is nonblocking already.
+        if let Err(e) = socket::set_nonblocking(driver.fd()) {
+            driver.detach();
+            let label = self.shared.label(token);
+            let e = Error::from_io(&e, format!("assign {name} (stream {label}): making the fd nonblocking"));
+            return Err((e, Some(driver)));
+        }
         let fd = driver.fd().as_raw_fd();
         let key = self.shared.key();
         // The state is checked again after the insert: shutdown takes its snapshot of the
@@ -477,7 +492,15 @@ impl Port {
     /// Opens a nonblocking TCP connection to `addr` and assigns it. The connect completes
     /// (as `Op::Connect` on the returned ISB) once the connection is up or has failed; a
     /// refused connection is a `Failed` completion whose error kind is
-    /// `Os(ConnectionRefused)`.
+    /// `Os(ConnectionRefused)`. Whatever the outcome (refused, timed out, cancelled), the
+    /// stream stays assigned, its socket open: close or deassign it.
+    ///
+    /// `addr` is anything [`ToSocketAddrs`] takes (`"example.com:80"`, `("10.0.0.1", 80)`, a
+    /// `SocketAddr`); the first address it resolves to is used. A host name is resolved by
+    /// the system's resolver inside this call, which **blocks** the calling thread (DNS can
+    /// take seconds): resolve names beforehand where that matters, and pass addresses. To
+    /// bound the connect itself, see [`Port::connect_timeout`]; to bind the socket or set
+    /// options first, [`Request::connect`].
     ///
     /// ```
     /// use cport::{Op, Port, Status};
@@ -495,15 +518,41 @@ impl Port {
     /// # Errors
     /// `Os` if no socket can be created; `PortClosed` once shutdown has begun (also when it
     /// begins during the call: the socket is closed and nothing is queued).
-    pub fn connect(&self, addr: SocketAddr, token: u64) -> Result<Isb> {
-        self.connect_then(addr, token, |_| {})
+    pub fn connect(&self, addr: impl ToSocketAddrs, token: u64) -> Result<Isb> {
+        self.connect_then(resolve(addr)?, token, |_| {})
+    }
+
+    /// [`Port::connect`] whose connect ends `TimedOut` if it is not up within `timeout` (a
+    /// timeout of the connect's own, like [`Request::timeout`]: it ends with the connect and
+    /// never touches the stream's later I/O, unlike a deadline of [`Port::set_timeout`]).
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    /// use std::time::Duration;
+    ///
+    /// let port = Port::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let isb = port.connect_timeout(listener.local_addr()?, 5, Duration::from_secs(5))?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Connect, Status::Ok));
+    /// assert_eq!(port.timers(), 0, "the timeout ended with the connect");
+    /// # drop(isb);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Port::connect`].
+    pub fn connect_timeout(&self, addr: impl ToSocketAddrs, token: u64, timeout: Duration) -> Result<Isb> {
+        let addr = resolve(addr)?;
+        let c = socket::connect_tcp(addr).map_err(|e| Error::from_io(&e, format!("connect to {addr}")))?;
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, Some(timeout), |_| {})
     }
 
     /// [`Port::connect`] that calls `assigned` with the new ISB before the connect starts, so
     /// before its completion can be taken (the C API writes the caller's handle there).
     pub(crate) fn connect_then(&self, addr: SocketAddr, token: u64, assigned: impl FnOnce(&Isb)) -> Result<Isb> {
         let c = socket::connect_tcp(addr).map_err(|e| Error::from_io(&e, format!("connect to {addr}")))?;
-        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, assigned)
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, None, assigned)
     }
 
     /// [`Port::connect`] for a Unix-domain stream socket at `path`.
@@ -532,7 +581,7 @@ impl Port {
     /// [`Port::connect_unix`] with `assigned` as for [`Port::connect_then`].
     pub(crate) fn connect_unix_then(&self, path: &Path, token: u64, assigned: impl FnOnce(&Isb)) -> Result<Isb> {
         let c = socket::connect_unix(path).map_err(|e| Error::from_io(&e, format!("connect to {}", path.display())))?;
-        self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token, assigned)
+        self.start_connect(c, |fd| Box::new(driver::UnixStream::known(fd)), token, None, assigned)
     }
 
     /// [`Port::connect`] from a local port in `range` (see [`PortRange`](crate::net::PortRange)):
@@ -561,7 +610,7 @@ impl Port {
     pub fn connect_in_range(&self, addr: SocketAddr, range: &crate::net::PortRange, token: u64) -> Result<Isb> {
         let c = socket::connect_tcp_from(addr, range.first(), range.last())
             .map_err(|e| Error::from_io(&e, format!("connect to {addr} from a local port in {range}")))?;
-        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, |_| {})
+        self.start_connect(c, |fd| Box::new(driver::TcpStream::known(fd)), token, None, |_| {})
     }
 
     /// Assigns the connecting socket, calls `assigned` with its ISB, then starts the connect
@@ -571,6 +620,7 @@ impl Port {
         c: Connecting,
         wrap: impl FnOnce(std::os::fd::OwnedFd) -> Box<dyn Driver>,
         token: u64,
+        timeout: Option<Duration>,
         assigned: impl FnOnce(&Isb),
     ) -> Result<Isb> {
         let (fd, outcome) = match c {
@@ -600,7 +650,7 @@ impl Port {
             return Err(Error::new(ErrorKind::Busy, "connect on a busy stream"));
         }
         inner.pending[Side::Write as usize] =
-            Some(Box::new(Pending::new(Request { kind: Kind::Connect, extra: None })));
+            Some(Box::new(Pending::new(Request { kind: Kind::Connect { to: None }, extra: None })));
         self.shared.producing(|how| match outcome {
             Some(Ok(())) => self.shared.finish(stream, &mut inner, Side::Write, Status::Ok, None, how),
             Some(Err(e)) => {
@@ -608,7 +658,16 @@ impl Port {
                     if e.kind() == std::io::ErrorKind::ConnectionReset { Status::Abandoned } else { Status::Failed };
                 self.shared.finish(stream, &mut inner, Side::Write, status, Some(e), how)
             }
-            None => self.shared.rearm(stream, &mut inner, how),
+            None => {
+                if let (Some(after), Some(p)) = (timeout, inner.pending[Side::Write as usize].as_mut()) {
+                    // In progress: its own timeout starts now (as `start` does for a request's).
+                    let at = Instant::now()
+                        .checked_add(after)
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
+                    p.timer = Some(self.shared.arm_timer(at, stream.token, TimerKind::Request(Side::Write)));
+                }
+                self.shared.rearm(stream, &mut inner, how)
+            }
         });
         drop(inner);
         Ok(isb)
@@ -657,7 +716,7 @@ impl Port {
             return Err(StartError::new(Error::invalid(format!("{why} (stream {token})")), req));
         }
         let op = req.op();
-        let Some(side) = op.side().filter(|_| op != Op::Connect) else {
+        let Some(side) = op.side() else {
             return Err(StartError::new(Error::invalid(format!("{op} cannot be started with start_io")), req));
         };
         let mut inner = stream.lock();
@@ -842,10 +901,12 @@ impl Port {
     /// it, before it handles the connection), so the listener always has an accept pending
     /// while its connections are handled in parallel, and nobody re-posts by hand. Each accept
     /// ends in exactly one completion (`Op::Accept`); its [`Completion::value`] says how many
-    /// of the `n` are still to start. An accept ended by a cancel, close, deadline, hang-up or
-    /// shutdown ends the series (those not yet started never start, and complete nothing);
-    /// so does another I/O started on the listener's read side meanwhile. `usize::MAX`
-    /// accepts until then.
+    /// of the `n` are still to start. An accept that fails (`Failed`: the OS ran out of fds
+    /// or memory, say; the listener then rests for a moment before it tries again) counts as
+    /// one of the `n`, and the series goes on. An accept ended by a cancel, close, deadline,
+    /// hang-up or shutdown ends the series (those not yet started never start, and complete
+    /// nothing); so does another I/O started on the listener's read side meanwhile.
+    /// `usize::MAX` accepts until then.
     ///
     /// ```
     /// use cport::{Op, Port, Status};
@@ -1269,6 +1330,123 @@ impl Port {
         Ok(())
     }
 
+    /// Signals as completions: `signals` (such as [`signal::SIGINT`](crate::signal::SIGINT)
+    /// and [`signal::SIGTERM`](crate::signal::SIGTERM)) are blocked in the calling thread and
+    /// delivered to a signalfd the port owns, assigned as a stream under `token`; each signal
+    /// that arrives is one completion (`Op::Signal`, status `Ok`, its number in
+    /// [`Completion::value`]), and the next one is awaited as soon as that completion is taken,
+    /// until the stream is closed or deassigned, or the port shuts down (one completion
+    /// `Cancelled` then ends the series).
+    ///
+    /// A signal is blocked only in the thread that calls this and in the threads it starts
+    /// afterwards, which inherit its mask: **call it before starting other threads** (as the
+    /// first thing in `main`). A thread that does not block the signal may take it the default
+    /// way (for `SIGINT` and `SIGTERM`: the process ends). cport's own threads (workers) block
+    /// every signal. The signals stay blocked after the stream is released.
+    ///
+    /// ```no_run
+    /// use cport::{signal, Op, Port};
+    ///
+    /// let port = Port::new()?;
+    /// let _signals = port.signals(&[signal::SIGINT, signal::SIGTERM], 0)?;
+    /// // ... start the threads that take completions ...
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// if c.op() == Op::Signal {
+    ///     println!("signal {}: stopping", c.value());
+    ///     port.shutdown();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` for an empty list or a number that is not a signal one can block
+    /// (`SIGKILL`, `SIGSTOP`); `Os` if the signalfd cannot be made; `PortClosed` after
+    /// shutdown.
+    pub fn signals(&self, signals: &[i32], token: u64) -> Result<Isb> {
+        let fd =
+            crate::sys::signals::signalfd(signals).map_err(|e| Error::from_io(&e, format!("signals {signals:?}")))?;
+        let isb = self.assign(driver::SignalFd::new(fd), token)?;
+        let req = Request::new(Kind::Signal { signo: 0 });
+        match self.start_io(&isb, req) {
+            Ok(()) => Ok(isb),
+            Err(e) => {
+                let _ = self.deassign(&isb);
+                Err(e.into_parts().0)
+            }
+        }
+    }
+
+    /// A timer: after `after`, a completion (`Op::Timer`, status `Ok`) carrying `token` and
+    /// `value` is queued, as for [`Port::post`]. Exactly one completion comes of each timer:
+    /// `Ok` when it fires, or `Cancelled` when [`Port::cancel_timer`] or shutdown ends it
+    /// first. It lives on the port's timing wheel (arm and cancel are O(1); one timerfd fires
+    /// at the earliest deadline) and fires no earlier than `after`, within the wheel's
+    /// resolution (1 ms) and the time a thread takes to look. For a periodic task, arm the next
+    /// timer when a completion is taken.
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    /// use std::time::Duration;
+    ///
+    /// let port = Port::new()?;
+    /// port.timer(7, 42, Duration::from_millis(5))?;
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status(), c.token(), c.value()), (Op::Timer, Status::Ok, 7, 42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `PortClosed` after shutdown (no timer is made).
+    pub fn timer(&self, token: u64, value: u64, after: Duration) -> Result<Timer> {
+        let now = Instant::now();
+        // A deadline past any `Instant` (about 136 years away on this clock) is as good as never.
+        let at = now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()));
+        self.timer_at(token, value, at)
+    }
+
+    /// [`Port::timer`] that fires at `at` (at once if it has passed).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let port = cport::Port::new()?;
+    /// let at = Instant::now() + Duration::from_millis(2);
+    /// port.timer_at(1, 0, at)?;
+    /// port.next_completion(None)?.expect("no timeout");
+    /// assert!(Instant::now() >= at);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Port::timer`].
+    pub fn timer_at(&self, token: u64, value: u64, at: Instant) -> Result<Timer> {
+        self.shared.user_timer(token, value, at)
+    }
+
+    /// Cancels a timer that has not fired: its completion comes at once, with status
+    /// `Cancelled`. Returns whether it did; `false` when the timer had already ended (fired,
+    /// or cancelled before), and then nothing more comes of it.
+    ///
+    /// ```
+    /// use cport::{Op, Port, Status};
+    /// use std::time::Duration;
+    ///
+    /// let port = Port::new()?;
+    /// let t = port.timer(7, 0, Duration::from_secs(60))?;
+    /// assert!(port.cancel_timer(&t)?);
+    /// let c = port.next_completion(None)?.expect("no timeout");
+    /// assert_eq!((c.op(), c.status()), (Op::Timer, Status::Cancelled));
+    /// assert!(!port.cancel_timer(&t)?, "it has ended");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` for a timer of another port. (After shutdown every timer has ended, so
+    /// this returns `Ok(false)`.)
+    pub fn cancel_timer(&self, timer: &Timer) -> Result<bool> {
+        self.shared.producing(|how| self.shared.cancel_user_timer(timer, how))
+    }
+
     /// Waits for the next completion, at most `timeout` (`None`: no limit), and says what
     /// ended the wait: a [`Next::Completion`], [`Next::Woken`] by [`Port::wakeup`], or
     /// [`Next::TimedOut`] (never with `timeout` `None`).
@@ -1469,7 +1647,8 @@ impl Port {
         self.shared.wait.idle_waiters()
     }
 
-    /// Number of armed timers (stream deadlines and accept back-offs).
+    /// Number of armed timers (stream deadlines, requests' timeouts, accept back-offs and
+    /// user timers).
     ///
     /// ```
     /// use std::time::Duration;
@@ -1499,6 +1678,13 @@ impl Port {
     pub fn is_shut_down(&self) -> bool {
         self.shared.state.load(Ordering::SeqCst) != OPEN
     }
+}
+
+/// The first address `addr` resolves to (a host name through the system's resolver, which may
+/// block).
+fn resolve(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
+    let mut all = addr.to_socket_addrs().map_err(|e| Error::from_io(&e, "connect: resolving the address"))?;
+    all.next().ok_or_else(|| Error::invalid("connect: the address resolved to nothing"))
 }
 
 fn not_assigned(op: Op, token: Label) -> Error {

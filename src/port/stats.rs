@@ -140,6 +140,16 @@ impl Counters {
         }
     }
 
+    /// Adds `other`'s counts to these (a leaving thread's, kept by the port).
+    pub(crate) fn absorb(&self, other: &Counters) {
+        for (i, v) in other.v.iter().enumerate() {
+            let n = v.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                self.v[i].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Adds these counters into `s`.
     pub(crate) fn sum_into(&self, s: &mut Stats) {
         let g = |c: Counter| self.v[c as usize].load(std::sync::atomic::Ordering::Relaxed);

@@ -1,12 +1,15 @@
-//! Stream deadlines and accept back-offs on the port's timing wheel, and the timerfd that
-//! fires at the earliest of them. See ARCHITECTURE.md, "Token lifetime" (timers carry the
-//! token and a sequence number, so a replaced timer that fires does nothing).
+//! Stream deadlines, accept back-offs and user timers ([`Port::timer`](crate::Port::timer)) on
+//! the port's timing wheel, and the timerfd that fires at the earliest of them. See
+//! ARCHITECTURE.md, "Token lifetime" (timers carry the token and a sequence number, so a
+//! replaced timer that fires does nothing) and "Timers".
 
 use std::time::Instant;
 
-use super::{Deliver, Shared};
-use crate::request::Side;
-use crate::sync::lock;
+use super::{Deliver, Shared, OPEN};
+use crate::completion::{Completion, Status};
+use crate::error::{Error, Result};
+use crate::request::{Op, Side};
+use crate::sync::{lock, Ordering};
 use crate::timer::{TimerId, Wheel};
 use crate::token::Token;
 
@@ -20,6 +23,34 @@ pub(crate) enum TimerKind {
     Backoff,
     /// The timeout of the request pending on this side (`Request::timeout`).
     Request(Side),
+    /// A user timer (`Port::timer`): the key's token names its slot in `UserTimers`.
+    User,
+}
+
+/// A user timer armed on the wheel: what its completion carries.
+struct UserTimer {
+    token: u64,
+    value: u64,
+    wheel: TimerId,
+}
+
+/// The user timers of a port: slots with generations (so a handle of a timer that ended
+/// names nothing), under one lock, which orders a timer's three ends (it fires, it is
+/// cancelled, shutdown cancels it) so that exactly one of them makes its completion.
+#[derive(Default)]
+pub(crate) struct UserTimers {
+    slots: Vec<(u32, Option<UserTimer>)>,
+    free: Vec<u32>,
+}
+
+/// A timer made by [`Port::timer`](crate::Port::timer) or
+/// [`Port::timer_at`](crate::Port::timer_at), to cancel it with
+/// [`Port::cancel_timer`](crate::Port::cancel_timer). A copy names the same timer; once the
+/// timer has ended (fired or cancelled) its handle names nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timer {
+    port: usize,
+    token: Token,
 }
 
 /// What the timer wheel carries: the stream, which timer, and that timer's sequence number
@@ -51,6 +82,100 @@ impl Timers {
 }
 
 impl Shared {
+    /// Arms a user timer (see `Port::timer_at`).
+    pub(crate) fn user_timer(&self, token: u64, value: u64, at: Instant) -> Result<Timer> {
+        let mut users = lock(&self.user_timers);
+        // Checked under the lock that shutdown's cancel pass takes: a timer armed here is in
+        // that pass, or is refused.
+        if self.state.load(Ordering::SeqCst) != OPEN {
+            return Err(Error::closed());
+        }
+        let slot = match users.free.pop() {
+            Some(s) => s,
+            None => {
+                users.slots.push((0, None));
+                (users.slots.len() - 1) as u32
+            }
+        };
+        let gen = users.slots[slot as usize].0;
+        let key = Token { slot, gen };
+        let (wheel, _) = self.arm_timer(at, key, TimerKind::User);
+        users.slots[slot as usize].1 = Some(UserTimer { token, value, wheel });
+        Ok(Timer { port: self.key(), token: key })
+    }
+
+    /// Ends user timer `t` as `status` if it is still armed (under the lock), and delivers its
+    /// completion. Returns whether it was.
+    fn end_user_timer(
+        &self,
+        users: &mut UserTimers,
+        t: Token,
+        status: Status,
+        how: &mut Deliver<'_>,
+        disarm: bool,
+    ) -> bool {
+        let Some((gen, slot)) = users.slots.get_mut(t.slot as usize) else { return false };
+        if *gen != t.gen || slot.is_none() {
+            return false;
+        }
+        let timer = slot.take().expect("checked");
+        *gen = Token::next_gen(*gen);
+        users.free.push(t.slot);
+        if disarm {
+            self.disarm_timer(timer.wheel);
+        }
+        let mut c = Completion::new(timer.token, None, Op::Timer, status);
+        c.value = timer.value;
+        self.deliver(c, how);
+        true
+    }
+
+    /// `Port::cancel_timer`.
+    pub(crate) fn cancel_user_timer(&self, timer: &Timer, how: &mut Deliver<'_>) -> Result<bool> {
+        if timer.port != self.key() {
+            return Err(Error::invalid("cancel_timer: the timer belongs to another port"));
+        }
+        let mut users = lock(&self.user_timers);
+        #[cfg(loom)]
+        if crate::sync::planted("timer_cancel_unlocked") {
+            // Planted bug: look under the lock, end it after letting go (time to fire meanwhile).
+            let armed =
+                users.slots.get(timer.token.slot as usize).is_some_and(|(g, s)| *g == timer.token.gen && s.is_some());
+            drop(users);
+            if !armed {
+                return Ok(false);
+            }
+            crate::sync::yield_now();
+            let mut users = lock(&self.user_timers);
+            let (gen, slot) = &mut users.slots[timer.token.slot as usize];
+            let value = slot.as_ref().map_or(0, |t| t.value);
+            let token = slot.as_ref().map_or(0, |t| t.token);
+            *slot = None;
+            *gen = Token::next_gen(*gen);
+            drop(users);
+            let mut c = Completion::new(token, None, Op::Timer, Status::Cancelled);
+            c.value = value;
+            self.deliver(c, how);
+            return Ok(true);
+        }
+        Ok(self.end_user_timer(&mut users, timer.token, Status::Cancelled, how, true))
+    }
+
+    /// Shutdown: every user timer still armed ends `Cancelled`.
+    pub(crate) fn cancel_user_timers(&self) {
+        let mut users = lock(&self.user_timers);
+        let armed: Vec<Token> = users
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, t))| t.is_some())
+            .map(|(i, (gen, _))| Token { slot: i as u32, gen: *gen })
+            .collect();
+        for t in armed {
+            self.end_user_timer(&mut users, t, Status::Cancelled, &mut Deliver::Queue, true);
+        }
+    }
+
     /// Arms a timer of `kind` for the stream, reprogramming the timerfd if it is now the
     /// earliest. Returns the wheel id and the sequence number the key carries.
     pub(crate) fn arm_timer(&self, deadline: Instant, token: Token, kind: TimerKind) -> (TimerId, u32) {
@@ -82,6 +207,12 @@ impl Shared {
             let _ = self.selector.set_timer(next);
         }
         for key in due {
+            if key.kind == TimerKind::User {
+                // The wheel already dropped it: nothing to disarm.
+                let mut users = lock(&self.user_timers);
+                self.end_user_timer(&mut users, key.token, Status::Ok, how, false);
+                continue;
+            }
             let Some(stream) = self.stream(key.token) else { continue };
             #[cfg(loom)]
             if crate::sync::planted("timeout_keeps_io") && key.kind == TimerKind::Deadline {

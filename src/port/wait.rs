@@ -442,10 +442,14 @@ impl Wait {
     }
 
     /// Every counter of the port, summed.
+    /// Every counter of the port, summed. Under the registry's lock: a thread that leaves
+    /// moves its counts into the port's own under the same lock (`retire`), so a reading sees
+    /// them once, before or after, and never goes down.
     pub(crate) fn stats(&self) -> super::Stats {
         let mut s = super::Stats::default();
+        let list = lock(&self.registry.list);
         self.counters.sum_into(&mut s);
-        for p in self.registry.snapshot().1.iter() {
+        for p in list.iter() {
             p.counters.sum_into(&mut s);
         }
         s
@@ -858,7 +862,11 @@ impl Wait {
         }
         self.in_flight.fetch_sub(1, SeqCst);
         let peer = ctx.peer.clone();
-        self.registry.change(|v| v.retain(|p| !Arc::ptr_eq(p, &peer)));
+        self.registry.change(|v| {
+            // Its counts stay the port's (`Port::stats` never goes down).
+            self.counters.absorb(&peer.counters);
+            v.retain(|p| !Arc::ptr_eq(p, &peer));
+        });
         if moved {
             self.notify(shared);
         }

@@ -44,6 +44,7 @@ pub(crate) struct Stats {
     pub(crate) closed: StatSize,
     pub(crate) errors: StatSize,
     pub(crate) limit_closes: StatSize,
+    pub(crate) idle_closes: StatSize,
     pub(crate) forced: StatSize,
     pub(crate) bytes_in: StatSize,
     pub(crate) bytes_out: StatSize,
@@ -116,9 +117,9 @@ enum Life {
         /// read only while ending: it decides whether the close lingers.
         dropped_input: bool,
     },
-    /// A graceful close (`why` is `Local` or `Stopped`) after everything was sent: the write
-    /// side is shut down and the read side discards what the peer still sends until it closes
-    /// or `until` passes.
+    /// A graceful close (`why` is `Local`, `Stopped` or `IdleTimeout`) after everything was
+    /// sent: the write side is shut down and the read side discards what the peer still sends
+    /// until it closes or `until` passes.
     Lingering { why: Closed, until: Instant },
     /// `Port::close` was called (or the stream is gone): nothing more is started. `reason`
     /// is why, until the Close completion reports it to the session.
@@ -371,6 +372,24 @@ impl Connection {
                     drop(input);
                     self.abort(Closed::Peer);
                 }
+                Status::TimedOut => {
+                    // The read's own timeout, `Limits::idle_timeout` (the stream's deadline is
+                    // set only while lingering): the peer sent nothing for that long.
+                    drop(input);
+                    let limits = self.0.common.limits.load();
+                    let mut out = lock(&self.0.output);
+                    if out.life.is_open() && out.queued() >= limits.pause_reading_at {
+                        // Sends from elsewhere took the output to the pause mark while the read
+                        // waited: the peer is behind on our output, not idle. Pause as the read
+                        // side would have; the write side's drain resumes reading, and the time.
+                        out.read = Read::Paused(c.take_buffer());
+                        return;
+                    }
+                    if out.begin_ending(Closed::IdleTimeout) {
+                        self.flush(&mut out);
+                    }
+                    return;
+                }
                 _ => {
                     drop(input);
                     let e = c.result().err().unwrap_or_else(|| Error::invalid("read failed"));
@@ -381,14 +400,15 @@ impl Connection {
     }
 
     /// A read finished during a lingering close: read on while the peer sends and time is
-    /// left; close on its end of stream, an error, or the deadline.
+    /// left; close on its end of stream, an error, or the deadline. (A read that was in flight
+    /// when the linger began may end on its idle timeout first: the linger goes on.)
     fn linger_read(&self, out: &mut Output, mut c: Completion) -> Option<Completion> {
         let Life::Lingering { until, .. } = out.life else {
             return None;
         };
         match c.status() {
             Status::Cancelled => None,
-            Status::Ok if Instant::now() < until => self.linger_next(out, until, c.take_buffer()),
+            Status::Ok | Status::TimedOut if Instant::now() < until => self.linger_next(out, until, c.take_buffer()),
             _ => {
                 self.end_lingering(out);
                 None
@@ -692,19 +712,19 @@ impl Connection {
     }
 
     /// Everything is sent and the connection is ending: close it. A graceful close (the
-    /// session's or a stop) lingers first unless the peer has ended its input and nothing of
-    /// it is unread: shut the write side down and read until the peer closes, bounded by
-    /// [`Limits::linger`], because closing a socket with unread input, or input that arrives
-    /// after the close, makes the kernel reset the connection, destroying replies the peer has
-    /// not read yet. A peer that has not ended its input may send more at any moment, so an
-    /// empty receive queue now proves nothing.
+    /// session's, a stop or an idle timeout) lingers first unless the peer has ended its input
+    /// and nothing of it is unread: shut the write side down and read until the peer closes,
+    /// bounded by [`Limits::linger`], because closing a socket with unread input, or input that
+    /// arrives after the close, makes the kernel reset the connection, destroying replies the
+    /// peer has not read yet. A peer that has not ended its input may send more at any moment,
+    /// so an empty receive queue now proves nothing.
     fn finish(&self, out: &mut Output) {
         let (why, dropped_input) = match &out.life {
             Life::Ending { why, dropped_input } => (why.clone(), *dropped_input),
             _ => return,
         };
         let limits = self.0.common.limits.load();
-        let graceful = matches!(why, Closed::Local | Closed::Stopped);
+        let graceful = matches!(why, Closed::Local | Closed::Stopped | Closed::IdleTimeout);
         let unread = || {
             dropped_input
                 || !out.peer_ended
@@ -757,10 +777,16 @@ impl Connection {
         }
     }
 
+    /// Starts the next read; while the connection is open (not lingering), it ends
+    /// `TimedOut` after [`Limits::idle_timeout`] without bytes.
     fn start_read(&self, out: &mut Output, limits: &Limits, buf: Option<Vec<u8>>) -> Option<Completion> {
         let mut buf = buf.unwrap_or_default();
         buf.resize(limits.read_size, 0);
-        match self.0.common.port.start_io_inline(&self.0.isb, Request::read_some(buf)) {
+        let mut req = Request::read_some(buf);
+        if let (Some(after), true) = (limits.idle_timeout, out.life.is_open()) {
+            req = req.timeout(after);
+        }
+        match self.0.common.port.start_io_inline(&self.0.isb, req) {
             Ok(done) => {
                 out.read = if done.is_none() { Read::Pending } else { Read::Idle };
                 done
@@ -785,13 +811,15 @@ impl Connection {
             *buf = None;
         }
         let stats = &self.0.common.stats;
-        if let Closed::Error(e) = &why {
-            match e.kind() {
+        match &why {
+            Closed::Error(e) => match e.kind() {
                 ErrorKind::LimitExceeded => add(&stats.limit_closes, 1),
                 // The port going away is not this connection's error.
                 ErrorKind::PortClosed | ErrorKind::NotAssigned => {}
                 _ => add(&stats.errors, 1),
-            }
+            },
+            Closed::IdleTimeout => add(&stats.idle_closes, 1),
+            _ => {}
         }
         out.life = Life::Closed { reason: Some(why) };
         // NotAssigned: already closed (or torn down); the Close completion is on its way or the

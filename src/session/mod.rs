@@ -38,9 +38,13 @@
 //!
 //! # Threads
 //! Completions are handled by whichever threads call [`Server::run`], [`Server::poll`] or
-//! [`Server::stop`], or by loops placed on a rayon pool with [`Server::run_on`]. One
-//! connection's session is called by one thread at a time; different connections' sessions
-//! run in parallel.
+//! [`Server::stop`], or by loops placed on a rayon pool with [`Server::run_on`] (on rayon's
+//! global pool: [`Server::run_on_global`]). One connection's session is called by one thread
+//! at a time; different connections' sessions run in parallel.
+//!
+//! # Idle connections
+//! A connection whose peer sends nothing for [`Limits::idle_timeout`] (off by default) is
+//! closed; its session is told [`Closed::IdleTimeout`].
 
 mod conn;
 #[cfg(loom)]
@@ -71,16 +75,18 @@ pub trait Session: Send + 'static {
     }
 
     /// Bytes arrived: `data` is what the session left unconsumed last time followed by the new
-    /// bytes. Consume as many whole messages as there are and return how many bytes that was;
-    /// the rest comes back, prefixed, with the next bytes. There is no need to loop: the server
-    /// calls again only when more bytes arrive.
+    /// bytes. Consume whole messages from the front and return how many bytes that was; what
+    /// is left comes back, prefixed, with the next bytes.
     ///
-    /// A session may pace itself: once its output (what it queued in this call plus
-    /// [`Connection::queued`]) reaches [`Limits::pause_reading_at`], it may leave whole
-    /// messages unconsumed; it is called again with them, without new bytes, as soon as the
-    /// output has room (at once if the writes finished, else when it has drained to half the
-    /// mark). Whenever a call consumes something and leaves bytes while the output has room,
-    /// or after the peer ended its input, the session is called again at once with the rest.
+    /// When the server calls again: after a call that consumed something and left bytes, with
+    /// the rest and no new bytes — at once while the output has room (or after the peer ended
+    /// its input), else once it has drained to half of [`Limits::pause_reading_at`]. So taking
+    /// one message per call is enough, and taking all there are saves calls. After a call that
+    /// consumed nothing, only when more bytes arrive (a partial message waits for its rest),
+    /// unless the call began with [`Connection::queued`] at [`Limits::pause_reading_at`]: a
+    /// session may pace itself, leaving whole messages unconsumed while its output (what it
+    /// queued in the call plus `Connection::queued`) is that high, and is called again with
+    /// them, without new bytes, as soon as the output has room.
     ///
     /// To end the connection after the replies are sent, call [`Outbox::close`] (the way to
     /// report a protocol error to the peer: queue the error reply, then close).
@@ -111,6 +117,8 @@ pub enum Closed {
     Stopped,
     /// An error: the session's own, a limit (`LimitExceeded`), or the socket's.
     Error(Error),
+    /// The peer sent nothing for [`Limits::idle_timeout`]; output queued by then was sent.
+    IdleTimeout,
 }
 
 /// Where a session queues output and asks for the connection to close.
@@ -165,8 +173,9 @@ impl<'a> Outbox<'a> {
     }
 }
 
-/// Limits that bound what one connection may hold in memory. Changed at run time with
-/// [`Server::set_limits`]; a change applies to the next check on every connection.
+/// Limits that bound what one connection may hold in memory, and how long it may stay idle.
+/// Changed at run time with [`Server::set_limits`]; a change applies to the next check on every
+/// connection.
 ///
 /// Start from [`Limits::default`] and change what differs with the `with_*` setters, one per
 /// field, which chain; the fields can be read (and assigned) directly. New limits may be added
@@ -198,14 +207,25 @@ pub struct Limits {
     /// Connections at most; an accepted connection beyond it is closed at once and counted
     /// in [`Summary::refused`] (default 100,000).
     pub max_connections: usize,
-    /// How long a connection that closes gracefully ([`Closed::Local`], [`Closed::Stopped`])
-    /// lingers after its last byte was sent (default 2 s): its write side is shut down and
-    /// what the peer still sends is read and dropped until the peer closes, so the kernel
-    /// does not reset the connection and destroy replies the peer has not read yet (a socket
-    /// closed with unread input, or receiving input after its close, answers with a reset). A
-    /// connection whose peer has already ended its input, with nothing of it unread, closes at
-    /// once. Zero: never linger.
+    /// How long a connection that closes gracefully ([`Closed::Local`], [`Closed::Stopped`],
+    /// [`Closed::IdleTimeout`]) lingers after its last byte was sent (default 2 s): its write
+    /// side is shut down and what the peer still sends is read and dropped until the peer
+    /// closes, so the kernel does not reset the connection and destroy replies the peer has
+    /// not read yet (a socket closed with unread input, or receiving input after its close,
+    /// answers with a reset). A connection whose peer has already ended its input, with nothing
+    /// of it unread, closes at once. Zero: never linger.
     pub linger: Duration,
+    /// How long a connection may receive nothing before it is closed (default `None`: no
+    /// limit). The session is told [`Closed::IdleTimeout`]; output queued by then is sent,
+    /// then the close lingers as a graceful one does (bounded by [`Limits::linger`], not by
+    /// this). The time counts while a read is waiting for the peer: from the connection's
+    /// start, and again after each read that brought bytes; not while reading is paused for
+    /// back-pressure ([`Connection::is_reading_paused`]; a time that runs out with the output
+    /// at the pause mark pauses reading instead), nor while a session call runs. Only input
+    /// counts: a peer that only reads (a subscriber) must send something within the time. A
+    /// change applies to reads started after it: a connection already waiting keeps the old
+    /// time until its next bytes. Zero is refused.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -217,6 +237,7 @@ impl Default for Limits {
             read_size: 16 << 10,
             max_connections: 100_000,
             linger: Duration::from_secs(2),
+            idle_timeout: None,
         }
     }
 }
@@ -267,8 +288,51 @@ impl Limits {
         self
     }
 
+    /// These limits with [`Limits::idle_timeout`] set to `after`: a [`Duration`], or `None`
+    /// for no limit.
+    ///
+    /// ```
+    /// use cport::session::{Limits, Server};
+    /// use std::io::Read;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let limits = Limits::default().with_idle_timeout(Duration::from_millis(50));
+    /// assert_eq!(limits.idle_timeout, Some(Duration::from_millis(50)));
+    /// assert_eq!(limits.clone().with_idle_timeout(None).idle_timeout, None, "no limit");
+    ///
+    /// let server = Server::builder().limits(limits).bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let runner = {
+    ///     let server = server.clone();
+    ///     std::thread::spawn(move || server.run())
+    /// };
+    /// let mut quiet = std::net::TcpStream::connect(server.local_addr())?;
+    /// assert_eq!(quiet.read(&mut [0; 1])?, 0, "the server ended the idle connection");
+    /// drop(quiet); // the server lingered until now (`Limits::linger`)
+    /// assert_eq!(server.stop(Duration::from_secs(5)).idle_closes, 1);
+    /// runner.join().expect("no panic")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "with_idle_timeout returns the changed limits"]
+    pub fn with_idle_timeout(mut self, after: impl Into<Option<Duration>>) -> Limits {
+        self.idle_timeout = after.into();
+        self
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
-        if self.read_size == 0 || self.max_outbox == 0 || self.pause_reading_at == 0 || self.max_input == 0 {
+        if self.read_size == 0
+            || self.max_outbox == 0
+            || self.pause_reading_at == 0
+            || self.max_input == 0
+            || self.idle_timeout == Some(Duration::ZERO)
+        {
             return Err(Error::invalid(format!("session limits must not be zero: {self:?}")));
         }
         if self.read_size > MAX_READ_SIZE {

@@ -26,6 +26,9 @@ const BATCH: usize = 32;
 const STOP_TICK: Duration = Duration::from_millis(10);
 /// How long `stop` waits for the Close completions of connections it closed by force.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// The longest a loop on a rayon pool waits in the port while the pool has nothing else to run
+/// (unless `Builder::pool_slice` is longer): about how often an idle port's standby looks.
+const POOL_IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Server states, in order.
 const RUNNING: u8 = 0;
@@ -61,6 +64,9 @@ pub struct Summary {
     pub errors: usize,
     /// Connections closed for passing a limit ([`ErrorKind::LimitExceeded`]).
     pub limit_closes: usize,
+    /// Connections closed because the peer sent nothing for [`Limits::idle_timeout`]
+    /// ([`Closed::IdleTimeout`]).
+    pub idle_closes: usize,
     /// Connections `stop` closed by force because they had not flushed in time.
     pub forced: usize,
     /// Bytes received.
@@ -142,8 +148,8 @@ struct Shared {
     state: AtomicU8,
     /// Serializes `stop` and holds its result.
     stopped: Mutex<Option<Summary>>,
-    /// How long a loop on a rayon pool waits in the port before it lets the pool run other
-    /// work.
+    /// How long a loop on a rayon pool first waits in the port before it lets the pool run
+    /// other work (the wait grows while the pool has nothing else to run).
     slice: Duration,
     /// Set `TCP_NODELAY` on accepted connections.
     nodelay: bool,
@@ -172,10 +178,10 @@ impl Drop for Shared {
 /// A TCP server: a listener on a port of its own, and one [`Session`] per accepted connection.
 ///
 /// Completions are handled by the threads that call [`Server::run`] (or [`Server::poll`]),
-/// or by loops on a rayon pool ([`Server::run_on`]); the port does the I/O in those threads
-/// (it has no workers unless [`Builder::threads`] asks for some). Cloning gives another handle
-/// to the same server; when the last handle is dropped without [`Server::stop`], the port is
-/// shut down and every session is told [`Closed::Stopped`].
+/// or by loops on a rayon pool ([`Server::run_on`], [`Server::run_on_global`]); the port does
+/// the I/O in those threads (it has no workers unless [`Builder::threads`] asks for some).
+/// Cloning gives another handle to the same server; when the last handle is dropped without
+/// [`Server::stop`], the port is shut down and every session is told [`Closed::Stopped`].
 #[derive(Clone)]
 pub struct Server {
     shared: Arc<Shared>,
@@ -264,9 +270,14 @@ impl Builder {
         self
     }
 
-    /// How long each loop placed with [`Server::run_on`] waits for I/O before it yields to the
-    /// pool's other work (default 2 ms). Longer saves idle wake-ups; shorter lets other work
-    /// in the pool start sooner.
+    /// How long each loop placed with [`Server::run_on`] first waits for I/O before it lets
+    /// the pool run other work (default 2 ms). While the pool has nothing else to run, each
+    /// wait is twice the last (from the slice, or 1 ms if it is zero), up to 100 ms or the
+    /// slice if longer, so an idle loop wakes about ten times a second, as an idle
+    /// [`Server::run`] does. A loop that has just run other work looks at the port again
+    /// without waiting, then starts over from the slice. I/O ends a wait at once whatever its
+    /// length; the wait bounds how long work spawned into a pool whose every thread runs a loop
+    /// waits for one (a pool with more threads than loops runs it on a free thread at once).
     ///
     /// ```
     /// use cport::session::Server;
@@ -282,7 +293,7 @@ impl Builder {
     ///
     /// let server = Server::builder().pool_slice(Duration::from_millis(10)).bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
     /// let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    /// server.run_on(&pool, 1); // its loop lets the pool run other work every 10 ms
+    /// server.run_on(&pool, 1); // waits of 10 ms, growing to 100 ms while all is idle
     /// assert_eq!(pool.install(|| 6 * 7), 42);
     /// server.stop(Duration::from_secs(5));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -695,11 +706,38 @@ impl Server {
             open: self.connections(),
             errors: get(&s.errors) + get(&self.shared.loop_errors),
             limit_closes: get(&s.limit_closes),
+            idle_closes: get(&s.idle_closes),
             forced: get(&s.forced),
             bytes_in: get(&s.bytes_in),
             bytes_out: get(&s.bytes_out),
             peak_outbox: get(&s.peak_outbox),
         }
+    }
+
+    /// The counters of the server's port ([`Port::stats`](crate::Port::stats)): what the
+    /// threads running the server did there, such as how often they waited in epoll or parked
+    /// (take two readings apart to see what a message, or an idle second, costs).
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// let before = server.port_stats();
+    /// server.poll(Some(Duration::from_millis(1)))?; // nothing comes: one wait in epoll
+    /// assert!(server.port_stats().epoll_waits > before.epoll_waits);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn port_stats(&self) -> crate::Stats {
+        self.shared.common.port.stats()
     }
 
     /// Whether [`Server::stop`] has finished.
@@ -825,8 +863,9 @@ impl Server {
 
     /// Places `loops` loops (at least one) on `pool` that handle completions until the server
     /// stops, so an application with a rayon pool needs no threads of its own for them. Each
-    /// loop waits in the port at most [`Builder::pool_slice`] at a time, then lets the pool run
-    /// other work ([`rayon::yield_now`]) before it goes on. Returns at once.
+    /// loop handles a batch of completions, or waits in the port for one (as long as
+    /// [`Builder::pool_slice`] says), then lets the pool run other work ([`rayon::yield_now`])
+    /// before it goes on. Returns at once.
     ///
     /// ```
     /// use cport::session::Server;
@@ -860,9 +899,52 @@ impl Server {
         }
     }
 
+    /// Like [`Server::run_on`], on rayon's global pool (the one `rayon::spawn` and parallel
+    /// iterators use outside any other pool). Called from a thread of another pool, it places
+    /// the loops on that pool instead, as `rayon::spawn` does.
+    ///
+    /// ```
+    /// use cport::session::Server;
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// # use cport::session::{Outbox, Session};
+    /// # struct Upper;
+    /// # impl Session for Upper {
+    /// #     fn receive(&mut self, data: &[u8], out: &mut Outbox<'_>) -> cport::Result<usize> {
+    /// #         out.send(&data.to_ascii_uppercase());
+    /// #         Ok(data.len())
+    /// #     }
+    /// # }
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0".parse()?, |_| Box::new(Upper))?;
+    /// server.run_on_global(1);
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.write_all(b"global")?;
+    /// let mut got = [0; 6];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"GLOBAL");
+    /// drop(client);
+    /// server.stop(Duration::from_secs(5)); // the loop ends with the server
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_on_global(&self, loops: usize) {
+        for _ in 0..loops.max(1) {
+            let server = self.clone();
+            rayon::spawn(move || server.pool_loop());
+        }
+    }
+
+    /// A loop on a rayon pool: a batch of completions (or a wait for one), then one piece of
+    /// the pool's other work, until the server stops. The wait is the slice at first, doubles
+    /// while the pool has nothing else to run (so an idle loop costs about what an idle `run`
+    /// does), and is zero after the pool ran something, which may have left more.
     fn pool_loop(&self) {
+        let slice = self.shared.slice;
+        let first = if slice.is_zero() { Duration::from_millis(1) } else { slice };
+        let longest = POOL_IDLE_WAIT.max(first);
+        let mut wait = slice;
         while !self.is_stopped() {
-            match self.poll(Some(self.shared.slice)) {
+            match self.poll(Some(wait)) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::PortClosed => return,
                 Err(_) => {
@@ -870,7 +952,10 @@ impl Server {
                     return;
                 }
             }
-            rayon::yield_now();
+            wait = match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => Duration::ZERO,
+                Some(rayon::Yield::Idle) | None => wait.saturating_mul(2).clamp(first, longest),
+            };
         }
     }
 
@@ -1015,8 +1100,10 @@ impl Server {
             Op::Write => conn.on_write(c),
             Op::Close => {
                 conn.on_close();
-                self.write_table().remove(c.token());
+                // Counted before the slot is freed: `stop` takes its summary once the table is
+                // empty, and must find every close counted.
                 self.shared.common.stats.closed.fetch_add(1, Ordering::Relaxed);
+                self.write_table().remove(c.token());
                 self.finish_stop_if_done();
             }
             _ => {}

@@ -5,6 +5,7 @@
 //!   models drive (no syscalls).
 //! - [`socket`]: what `std::net` lacks: nonblocking connect, socket-type checks, `SO_ERROR`.
 //! - [`netif`]: the host's interface addresses (`getifaddrs`), for [`crate::net`].
+//! - [`signals`]: `pthread_sigmask` and `signalfd`, for `Port::signals`.
 //!
 //! The rest of the crate (ISB state machine, queues, sleep/wake) makes no syscall; the built-in
 //! drivers do their reads and writes through `std`'s socket and file types or through [`socket`].
@@ -27,6 +28,7 @@ pub(crate) mod epoll;
 #[cfg(loom)]
 pub(crate) mod mock;
 pub(crate) mod netif;
+pub(crate) mod signals;
 pub(crate) mod socket;
 
 #[cfg(not(loom))]

@@ -165,7 +165,7 @@ pub(crate) fn connect_tcp_from(addr: SocketAddr, first: u16, last: u16) -> io::R
 /// The address of the Unix socket file `path`. socket2 takes an empty path for an unnamed
 /// address, a leading NUL for the abstract namespace, and the kernel cuts a path at its first
 /// NUL: none of them is the file asked for, so all are refused.
-fn unix_path(path: &Path) -> io::Result<SockAddr> {
+pub(crate) fn unix_path(path: &Path) -> io::Result<SockAddr> {
     let bad_path =
         || io::Error::new(io::ErrorKind::InvalidInput, "unix socket path is empty, too long or holds a NUL byte");
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
