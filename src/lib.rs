@@ -23,6 +23,9 @@
 //!   dispatches them; completions dispatched by different threads are not ordered against each
 //!   other. [`Port::start_io_inline`] hands an I/O that finished at once straight back instead
 //!   of queueing it; [`Port::stats`] counts what the port did.
+//! - Beside streams: user completions ([`Port::post`]), timers ([`Port::timer`]: one
+//!   completion each, when it fires or is cancelled) and signals ([`Port::signals`]: one
+//!   completion per signal), so a program's whole event loop is one `next_completion` loop.
 //!
 //! ```
 //! use cport::{Port, Request, Op};
@@ -63,10 +66,11 @@
 //!
 //! | call | once shutdown has begun |
 //! | --- | --- |
-//! | `start_io`, `start_io_inline`, `read`, `write`, `accept` | `PortClosed`; the request comes back in the `StartError` |
-//! | `assign`, `assign_boxed` | `PortClosed`; the driver is dropped (its fd closes) |
-//! | `connect`, `connect_unix`, `connect_in_range` | `PortClosed`, also when shutdown begins during the call; the socket is closed |
-//! | `post` | `PortClosed`; nothing is queued |
+//! | `start_io`, `start_io_inline`, `read`, `read_buf`, `write`, `accept` | `PortClosed`; the request comes back in the `StartError` |
+//! | `assign`, `assign_boxed`, `listen`, `listen_unix`, `signals` | `PortClosed`; the driver is dropped (its fd closes) |
+//! | `connect`, `connect_timeout`, `connect_unix`, `connect_in_range` | `PortClosed`, also when shutdown begins during the call; the socket is closed |
+//! | `post`, `timer`, `timer_at` | `PortClosed`; nothing is queued (every timer armed before ends `Cancelled`) |
+//! | `cancel_timer` | `Ok(false)`: shutdown has ended every timer |
 //! | `close` | `PortClosed`; the stream stays assigned (its Close completion would come after `PortClosed`) |
 //! | `set_timeout` | `PortClosed` (nothing is left to time out) |
 //! | `cancel` | works: returns 0 once shutdown has cancelled the stream's I/O |
