@@ -545,7 +545,16 @@ fn run(driver: &mut dyn Driver, p: &mut Pending) -> Step {
 /// Starts a `Request::connect` (a bad path never gets here: `validate` refuses it).
 fn connect(driver: &mut dyn Driver, to: &ConnectTo) -> io::Result<()> {
     match to {
-        ConnectTo::Addr(addr) => driver.connect(addr),
+        ConnectTo::Addr(addr) => {
+            // A socket connected already (by an earlier connect, whose completion may have
+            // been a timeout or a cancel) is refused as such: the kernel would answer the
+            // first `connect` after a nonblocking one finished with success, whatever the
+            // address.
+            if socket2::SockRef::from(&driver.fd()).peer_addr().is_ok() {
+                return Err(io::Error::from_raw_os_error(libc::EISCONN));
+            }
+            driver.connect(addr)
+        }
         ConnectTo::BadPath => Err(io::Error::new(io::ErrorKind::InvalidInput, "connect_unix: bad path")),
     }
 }

@@ -70,7 +70,7 @@
 //! | `assign`, `assign_boxed`, `listen`, `listen_unix`, `signals` | `PortClosed`; the driver is dropped (its fd closes) |
 //! | `connect`, `connect_timeout`, `connect_unix`, `connect_in_range` | `PortClosed`, also when shutdown begins during the call; the socket is closed |
 //! | `post`, `timer`, `timer_at` | `PortClosed`; nothing is queued (every timer armed before ends `Cancelled`) |
-//! | `cancel_timer` | `Ok(false)`: shutdown has ended every timer |
+//! | `cancel_timer` | `Ok(false)` once shutdown's cancel pass has ended every timer (before it, a cancel still ends its timer, before `PortClosed`) |
 //! | `close` | `PortClosed`; the stream stays assigned (its Close completion would come after `PortClosed`) |
 //! | `set_timeout` | `PortClosed` (nothing is left to time out) |
 //! | `cancel` | works: returns 0 once shutdown has cancelled the stream's I/O |

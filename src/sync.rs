@@ -3,8 +3,9 @@
 //! Every atomic, lock, `Arc`, thread spawn and thread-local of cport goes through this module,
 //! so that the loom models in `loom-tests/` (built with `RUSTFLAGS="--cfg loom"`) check the
 //! production code. Nothing else in the crate names `std::sync` or `std::thread` directly.
-//! The one exception is [`StatCounter`]: statistics order nothing, so they stay std atomics
-//! under loom too, and add no states for the model checker to explore.
+//! The exceptions are [`StatCounter`] and [`next_serial`]: statistics and serial numbers order
+//! nothing, so they stay std atomics under loom too, and add no states for the model checker
+//! to explore.
 
 #[cfg(all(feature = "session", not(loom)))]
 pub(crate) use std::sync::RwLock;
@@ -75,6 +76,13 @@ peek_for!(AtomicBool, bool, |a| a.fetch_or(false, Ordering::SeqCst));
 
 /// A statistics counter (see the module docs): a std atomic in every build.
 pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
+
+/// The next port serial number: 1, 2, ... in the order ports are built, never reused. A std
+/// atomic in every build, like [`StatCounter`]: a number handed out orders nothing.
+pub(crate) fn next_serial() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A statistics counter of sizes (see the module docs): a std atomic in every build.
 #[cfg(feature = "session")]

@@ -81,6 +81,19 @@ fn a_prepared_socket_connects_from_its_own_address() {
     assert_eq!(isb.local_addr().unwrap(), local);
     assert_eq!(isb.peer_addr().unwrap(), listener.local_addr().unwrap());
     assert!(isb.with_fd(|fd| socket2::SockRef::from(&fd).keepalive().unwrap()).unwrap());
+    // Connected already: another connect, to anywhere, is refused (EISCONN), never reported
+    // done (the kernel's first answer after a nonblocking connect finished would be success).
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    port.start_io(&isb, Request::connect(other.local_addr().unwrap())).unwrap();
+    let c = next(&port);
+    assert_eq!((c.op(), c.status()), (Op::Connect, Status::Failed));
+    assert_eq!(c.result().unwrap_err().raw_os_error(), Some(libc::EISCONN));
+    assert_eq!(isb.peer_addr().unwrap(), listener.local_addr().unwrap());
+    // The same after `Port::connect`, which finishes its connect without a second call.
+    let made = port.connect(listener.local_addr().unwrap(), 2).unwrap();
+    assert_eq!(next(&port).status(), Status::Ok);
+    port.start_io(&made, Request::connect(other.local_addr().unwrap())).unwrap();
+    assert_eq!(next(&port).status(), Status::Failed);
     port.close(&isb).unwrap();
     assert_eq!(next(&port).op(), Op::Close);
     assert_eq!(isb.with_fd(|_| ()).unwrap_err().kind(), ErrorKind::NotAssigned);

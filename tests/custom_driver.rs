@@ -32,6 +32,42 @@ impl Driver for Forgetful {
     }
 }
 
+/// A driver over a regular file, which epoll refuses.
+struct Plain(std::fs::File);
+
+impl Driver for Plain {
+    fn name(&self) -> &'static str {
+        "plain file"
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+    fn supports(&self, _: Op) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_refused_fd_is_left_as_it_was() {
+    // The assign fails (epoll cannot watch a regular file): the open file, which the caller
+    // may still hold through another fd, stays blocking, as it came.
+    let port = port(0);
+    let path = std::env::temp_dir().join(format!("cport-test-refused-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let twin = file.try_clone().unwrap();
+    let e = port.assign(Plain(file), 1).unwrap_err();
+    assert_eq!(e.kind(), cport::ErrorKind::InvalidInput, "{e}");
+    assert_eq!(status_flags(&twin) & libc::O_NONBLOCK, 0, "the refused file is still blocking");
+}
+
+/// The file status flags of `f` (`fcntl(F_GETFL)`).
+fn status_flags(f: &std::fs::File) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL on an open fd takes no pointer.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) }
+}
+
 #[test]
 fn a_driver_that_forgets_nonblocking_does_not_block_the_port() {
     let port = port(0);

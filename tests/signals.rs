@@ -19,6 +19,16 @@ fn raise(sig: i32) {
     assert_eq!(unsafe { libc::kill(libc::getpid(), sig) }, 0);
 }
 
+/// Whether `sig` is blocked in this thread.
+fn blocked(sig: i32) -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: a null new set only reads the mask into `set`; sigismember reads the set.
+    unsafe {
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr()), 0);
+        libc::sigismember(set.as_ptr(), sig) == 1
+    }
+}
+
 fn main() {
     // First, in the only thread: the port with a worker (its threads block every signal) and
     // the signals.
@@ -86,5 +96,10 @@ fn main() {
     assert_eq!((c.op(), c.status(), c.token()), (Op::Signal, Status::Cancelled, 3));
     assert_eq!(port.next_completion(None).unwrap_err().kind(), ErrorKind::PortClosed);
     assert_eq!(port.signals(&[signal::SIGUSR1], 4).unwrap_err().kind(), ErrorKind::PortClosed);
+    // A refused call leaves the thread's mask as it was: SIGHUP was never blocked, and is not.
+    assert!(!blocked(signal::SIGHUP));
+    assert_eq!(port.signals(&[signal::SIGHUP], 5).unwrap_err().kind(), ErrorKind::PortClosed);
+    assert!(!blocked(signal::SIGHUP), "a refused call blocked the signal");
+    assert!(blocked(signal::SIGUSR2));
     println!("signals: ok");
 }

@@ -40,10 +40,20 @@ fn a_cancelled_timer_completes_cancelled_once() {
     assert!(!port.cancel_timer(&t).unwrap());
     assert!(port.cancel_timer(&u).unwrap());
     assert_eq!(next(&port).token(), 4);
-    // Another port's timer.
+    // Another port's timer, also one of a port dropped before this one was made (which may
+    // sit where the other was in memory).
     let other = util::port(0);
     let e = other.cancel_timer(&u).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let old = {
+        let dropped = util::port(0);
+        dropped.timer(1, 0, Duration::from_secs(3600)).unwrap()
+    };
+    let fresh = util::port(0);
+    let t = fresh.timer(1, 0, Duration::from_secs(3600)).unwrap();
+    assert_ne!(old, t);
+    assert_eq!(fresh.cancel_timer(&old).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert!(fresh.cancel_timer(&t).unwrap());
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     threads: usize,
     /// Tokens are C callers' user pointers (see [`Label`]).
     c_tokens: bool,
+    /// This port's number in the process (see `Shared::key`).
+    serial: usize,
 }
 
 /// Where the completion of a finished request goes.
@@ -255,6 +257,7 @@ impl Builder {
             workers: Mutex::new(Vec::with_capacity(threads)),
             threads,
             c_tokens: self.c_tokens,
+            serial: crate::sync::next_serial(),
         });
         shared.wait.link.set(shared.clone());
         let port = Port { shared };
@@ -437,14 +440,6 @@ impl Port {
             let label = self.shared.label(token);
             return Err((Error::from_io(&e, format!("assign {name} (stream {label})")), Some(driver)));
         }
-        // Whatever the driver did: a blocking fd would block the thread that runs its I/O
-        // (and with it the port) forever. One `fcntl` when it is nonblocking already.
-        if let Err(e) = socket::set_nonblocking(driver.fd()) {
-            driver.detach();
-            let label = self.shared.label(token);
-            let e = Error::from_io(&e, format!("assign {name} (stream {label}): making the fd nonblocking"));
-            return Err((e, Some(driver)));
-        }
         let fd = driver.fd().as_raw_fd();
         let key = self.shared.key();
         // The state is checked again after the insert: shutdown takes its snapshot of the
@@ -486,6 +481,24 @@ impl Port {
             let e = Error::new(ErrorKind::InvalidInput, format!("assign {name} (stream {label}, fd {fd}): {why}"));
             return Err((e, driver));
         }
+        // Whatever the driver did: a blocking fd would block the thread that runs its I/O
+        // (and with it the port) forever. Set last, once nothing can refuse the stream (a
+        // refused fd goes back to its owner as it was); one `fcntl` when it is nonblocking
+        // already. No I/O can have started: nobody has the ISB yet.
+        let nonblocking = stream.lock().driver.as_ref().map(|d| socket::set_nonblocking(d.fd()));
+        if let Some(Err(e)) = nonblocking {
+            let mut inner = stream.lock();
+            let _ = self.shared.selector.deregister(fd);
+            let mut driver = inner.driver.take();
+            if let Some(d) = driver.as_mut() {
+                d.detach();
+            }
+            drop(inner);
+            self.shared.streams.remove(stream.token);
+            let label = self.shared.label(token);
+            let e = Error::from_io(&e, format!("assign {name} (stream {label}): making the fd nonblocking"));
+            return Err((e, driver));
+        }
         Ok(Isb { stream })
     }
 
@@ -496,11 +509,12 @@ impl Port {
     /// stream stays assigned, its socket open: close or deassign it.
     ///
     /// `addr` is anything [`ToSocketAddrs`] takes (`"example.com:80"`, `("10.0.0.1", 80)`, a
-    /// `SocketAddr`); the first address it resolves to is used. A host name is resolved by
-    /// the system's resolver inside this call, which **blocks** the calling thread (DNS can
-    /// take seconds): resolve names beforehand where that matters, and pass addresses. To
-    /// bound the connect itself, see [`Port::connect_timeout`]; to bind the socket or set
-    /// options first, [`Request::connect`].
+    /// `SocketAddr`); only the first address it resolves to is tried (`localhost` may resolve to
+    /// `::1` first, which an IPv4-only listener refuses: name the address you mean). A host
+    /// name is resolved by the system's resolver inside this call, which **blocks** the
+    /// calling thread (DNS can take seconds): resolve names beforehand where that matters, and
+    /// pass addresses. To bound the connect itself, see [`Port::connect_timeout`]; to bind the
+    /// socket or set options first, [`Request::connect`].
     ///
     /// ```
     /// use cport::{Op, Port, Status};
@@ -516,8 +530,9 @@ impl Port {
     /// ```
     ///
     /// # Errors
-    /// `Os` if no socket can be created; `PortClosed` once shutdown has begun (also when it
-    /// begins during the call: the socket is closed and nothing is queued).
+    /// `Os` if the name cannot be resolved or no socket can be created; `InvalidInput` if it
+    /// resolves to no address; `PortClosed` once shutdown has begun (also when it begins
+    /// during the call: the socket is closed and nothing is queued).
     pub fn connect(&self, addr: impl ToSocketAddrs, token: u64) -> Result<Isb> {
         self.connect_then(resolve(addr)?, token, |_| {})
     }
@@ -1333,16 +1348,25 @@ impl Port {
     /// Signals as completions: `signals` (such as [`signal::SIGINT`](crate::signal::SIGINT)
     /// and [`signal::SIGTERM`](crate::signal::SIGTERM)) are blocked in the calling thread and
     /// delivered to a signalfd the port owns, assigned as a stream under `token`; each signal
-    /// that arrives is one completion (`Op::Signal`, status `Ok`, its number in
-    /// [`Completion::value`]), and the next one is awaited as soon as that completion is taken,
-    /// until the stream is closed or deassigned, or the port shuts down (one completion
-    /// `Cancelled` then ends the series).
+    /// sent to the process that arrives is one completion (`Op::Signal`, status `Ok`, its
+    /// number in [`Completion::value`]), and the next one is awaited as soon as that
+    /// completion is taken. The series ends when the stream is closed or deassigned or the
+    /// port shuts down: the read then pending completes `Cancelled` (a signal completion taken
+    /// after that starts no new read). Do not set a deadline on the stream
+    /// ([`Port::set_timeout`]): it would end the series `TimedOut`.
+    ///
+    /// Signals sent to the process (by `kill`, the terminal's Ctrl-C, a service manager) come
+    /// this way; a signal sent to one thread (`pthread_kill`, `tgkill`, `raise`) does not, since
+    /// the thread that reads the signalfd may be another. A signal of the same number sent while
+    /// one is still waiting to be read is merged with it (the kernel keeps one of each).
     ///
     /// A signal is blocked only in the thread that calls this and in the threads it starts
     /// afterwards, which inherit its mask: **call it before starting other threads** (as the
     /// first thing in `main`). A thread that does not block the signal may take it the default
     /// way (for `SIGINT` and `SIGTERM`: the process ends). cport's own threads (workers) block
-    /// every signal. The signals stay blocked after the stream is released.
+    /// every signal. The signals stay blocked after the stream is released (and after shutdown:
+    /// a second Ctrl-C while a program drains is not seen; exit on a timer if that matters).
+    /// A refused call leaves the thread's mask as it was.
     ///
     /// ```no_run
     /// use cport::{signal, Op, Port};
@@ -1363,17 +1387,21 @@ impl Port {
     /// (`SIGKILL`, `SIGSTOP`); `Os` if the signalfd cannot be made; `PortClosed` after
     /// shutdown.
     pub fn signals(&self, signals: &[i32], token: u64) -> Result<Isb> {
-        let fd =
-            crate::sys::signals::signalfd(signals).map_err(|e| Error::from_io(&e, format!("signals {signals:?}")))?;
+        let what = || format!("signals {signals:?}");
+        // The signals are blocked last, once everything else has worked: a refused call
+        // leaves the thread's mask as it was.
+        let fd = crate::sys::signals::signalfd(signals).map_err(|e| Error::from_io(&e, what()))?;
         let isb = self.assign(driver::SignalFd::new(fd), token)?;
         let req = Request::new(Kind::Signal { signo: 0 });
-        match self.start_io(&isb, req) {
-            Ok(()) => Ok(isb),
-            Err(e) => {
-                let _ = self.deassign(&isb);
-                Err(e.into_parts().0)
-            }
+        if let Err(e) = self.start_io(&isb, req) {
+            let _ = self.deassign(&isb);
+            return Err(e.into_parts().0);
         }
+        if let Err(e) = crate::sys::signals::block(signals) {
+            let _ = self.deassign(&isb);
+            return Err(Error::from_io(&e, what()));
+        }
+        Ok(isb)
     }
 
     /// A timer: after `after`, a completion (`Op::Timer`, status `Ok`) carrying `token` and
@@ -1705,9 +1733,10 @@ impl fmt::Debug for Port {
 }
 
 impl Shared {
-    /// The identity ISBs carry to recognise their port.
+    /// The identity ISBs and timers carry to recognise their port: a serial number, never
+    /// reused in the process (an address could be, by a port made after this one is freed).
     fn key(&self) -> usize {
-        self as *const Shared as usize
+        self.serial
     }
 
     /// How messages name the stream of `token` (see [`Label`]).

@@ -441,7 +441,6 @@ impl Wait {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Every counter of the port, summed.
     /// Every counter of the port, summed. Under the registry's lock: a thread that leaves
     /// moves its counts into the port's own under the same lock (`retire`), so a reading sees
     /// them once, before or after, and never goes down.

@@ -24,22 +24,28 @@ fn set_of(signals: &[i32]) -> io::Result<libc::sigset_t> {
     Ok(set)
 }
 
-/// Blocks `signals` in the calling thread (threads it starts from now on inherit the mask)
-/// and returns a nonblocking, close-on-exec signalfd that reads them.
+/// A nonblocking, close-on-exec signalfd that reads `signals` (once they are blocked: see
+/// [`block`]).
 pub(crate) fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     if signals.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no signals given"));
     }
+    let set = set_of(signals)?;
+    // SAFETY: -1 asks for a new fd; a valid set.
+    let fd = syscall!(signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
+    // SAFETY: a new fd, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Blocks `signals` in the calling thread (threads it starts from now on inherit the mask).
+pub(crate) fn block(signals: &[i32]) -> io::Result<()> {
     let set = set_of(signals)?;
     // SAFETY: a valid set; a null old mask is allowed.
     let err = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
-    // SAFETY: -1 asks for a new fd; a valid set.
-    let fd = syscall!(signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
-    // SAFETY: a new fd, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(())
 }
 
 /// Every signal that can be blocked, blocked in the calling thread while this lives, and the
