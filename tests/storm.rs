@@ -11,6 +11,19 @@
 //!   stream), what the peer read is exactly what the port's writes sent, datagrams arrive whole
 //!   and once;
 //! - every post is delivered once; a user driver is attached and detached exactly once;
+//! - every user timer (`Port::timer`, `timer_at`, armed with random delays of 0 to 20 ms and
+//!   cancelled at random) completes exactly once with its token and value: `Ok` no earlier
+//!   than asked and never after a `cancel_timer` that returned true, `Cancelled` only after
+//!   one did or shutdown began; `cancel_timer` says true only for a timer not yet taken, and
+//!   never once shutdown returned; `timer` is refused only with `PortClosed`, after shutdown;
+//! - signals streams (`Port::signals` on `STORM_SIGNAL`, raised for the process by the
+//!   operators): every `Ok` completion carries that signal, there are never more of them than
+//!   raises (on a stream, than raises since it was made, plus the one that may have been
+//!   pending), each series is `Ok`s and then at most one end (`Cancelled` after a cancel, close,
+//!   deassign or shutdown; `TimedOut` after a deadline), taken last but for the Close, and
+//!   every read the port started ends (a series may end with no `Cancelled` only when its last
+//!   `Ok` was taken as the stream was released: see `Rec::signal_reads_unsure`);
+//! - no completion is taken by a wait that began after another thread was told `PortClosed`;
 //! - fds and threads return to their baseline once the last handle is dropped.
 //!
 //! `CPORT_STORM_SECS` sets how long each storm runs (default 1); `CPORT_STORM_SEED` replays a
@@ -27,9 +40,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cport::{driver, Completion, Driver, ErrorKind, Isb, Op, Port, Request, Status};
+use cport::{driver, Completion, Driver, ErrorKind, Isb, Op, Port, Request, Status, Timer};
 use util::{open_fds, pattern, serial, threads_named, Rng};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -40,6 +53,70 @@ const POOL: usize = 24;
 /// `next_completion`).
 const OPERATORS: usize = 3;
 const TAKERS: usize = 2;
+
+/// The signal of the signals streams. Its default action is to be ignored, so a thread that
+/// took it the default way would drop it and the process cannot die of it.
+const STORM_SIGNAL: i32 = libc::SIGWINCH;
+
+/// Blocks `STORM_SIGNAL` in the process's first thread before `main` (and so before the test
+/// harness starts any thread; every thread inherits its creator's mask). Without it the
+/// signals streams would see nothing: `kill` on the process checks the first thread's mask,
+/// and a signal whose default action is to be ignored, blocked by no thread that could take
+/// it, is dropped when it is sent. With it blocked everywhere, a raised signal stays pending
+/// for the process until one of the port's signalfds reads it.
+#[used]
+#[link_section = ".init_array"]
+static BLOCK_STORM_SIGNAL: extern "C" fn() = block_storm_signal;
+
+extern "C" fn block_storm_signal() {
+    let set = storm_sigset();
+    // SAFETY: a valid, initialised set; a null old-mask pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// The set holding `STORM_SIGNAL` alone.
+fn storm_sigset() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given; sigaddset takes a valid set and a
+    // valid signal number.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), STORM_SIGNAL);
+        set.assume_init()
+    }
+}
+
+/// Takes `STORM_SIGNAL` if it is pending for the process (a storm's raises that no signals
+/// stream read), so that the next storm counts only its own. Returns how many were taken.
+fn drain_storm_signal() -> usize {
+    let set = storm_sigset();
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut n = 0;
+    // SAFETY: a valid set and timeout; a null siginfo pointer is allowed. The signal is
+    // blocked in this thread (`block_storm_signal`), as sigtimedwait requires.
+    while unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) } == STORM_SIGNAL {
+        n += 1;
+    }
+    n
+}
+
+/// The threads of the process that do not block `STORM_SIGNAL` (from /proc: `SigBlk`).
+fn threads_taking_storm_signal() -> Vec<String> {
+    let mut open = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or(0);
+        if blocked & (1 << (STORM_SIGNAL - 1)) == 0 {
+            let name = status.lines().next().unwrap_or("").to_string();
+            open.push(format!("{} ({name})", task.file_name().to_string_lossy()));
+        }
+    }
+    open
+}
 
 struct Config {
     seed: u64,
@@ -77,6 +154,9 @@ enum Kind {
     UnixListener,
     /// A stream from an accept or a `Port::connect`: no peer the test reads.
     Loose,
+    /// A `Port::signals` stream on `STORM_SIGNAL`: the port keeps a read pending; its "peer" is
+    /// any operator raising the signal.
+    Signals,
 }
 
 impl Kind {
@@ -89,6 +169,8 @@ impl Kind {
             Kind::PipeOut => &[Op::Write, Op::WriteVectored],
             Kind::Udp => &[Op::RecvFrom, Op::SendTo],
             Kind::TcpListener | Kind::UnixListener => &[Op::Accept],
+            // Its driver supports no I/O a request can ask for: refused (`InvalidInput`).
+            Kind::Signals => &[Op::Read],
         }
     }
 }
@@ -164,6 +246,24 @@ struct Rec {
     released: Option<Released>,
     /// The epoch at which the Close completion was recorded (see `Storm::epoch`).
     close_epoch: Option<u64>,
+    /// A cancel ended an I/O (`Port::cancel` returned more than 0); a deadline was set.
+    cancelled: bool,
+    deadline_set: bool,
+    /// Signals streams: the `Ok` completions, and `Storm::raises` before the stream was made.
+    signals: u64,
+    raises_before: u64,
+    /// The series' reads known to have started less its completions recorded. Takers record
+    /// in any order (a completion taken first may be recorded after the next), so it may dip
+    /// below zero for a while; at the end it is 0, or down to `-signal_reads_unsure`.
+    signal_reads: i64,
+    /// Reads the port may or may not have started: the next read after an `Ok` taken while
+    /// the stream's release (or shutdown) was under way starts only if the take came first.
+    /// Each ends in one `Cancelled`, or was never started: as `Port::signals` documents, a
+    /// release (or shutdown) cancels the read then pending, and an `Ok` still queued then has
+    /// none after it, so that series ends with no `Cancelled` (counted in the summary).
+    signal_reads_unsure: i64,
+    /// The epoch at which the series' end (its one `Cancelled` or `TimedOut`) was recorded.
+    series_end: Option<u64>,
 }
 
 impl Rec {
@@ -190,6 +290,13 @@ impl Rec {
             our_fin: false,
             released: None,
             close_epoch: None,
+            cancelled: false,
+            deadline_set: false,
+            signals: 0,
+            raises_before: 0,
+            signal_reads: 0,
+            signal_reads_unsure: 0,
+            series_end: None,
         }
     }
 
@@ -279,14 +386,39 @@ impl Drop for UserDriver {
 }
 
 // ---------------------------------------------------------------------------------------------
+// User timers and their ledger.
+
+/// A timer the storm made, known by its (token, value), both random.
+struct TimerRec {
+    /// `None` while `Port::timer` is being called.
+    handle: Option<Timer>,
+    /// No `Ok` completion may be taken before this.
+    not_before: Instant,
+    /// Calls of `cancel_timer` on it that returned true.
+    cancelled: u32,
+    /// Its completions: status, whether shutdown had begun when it was taken, when.
+    taken: Vec<(Status, bool, Instant)>,
+}
+
+#[derive(Default)]
+struct TimerBook {
+    made: HashMap<(u64, u64), TimerRec>,
+    /// Keys in the order made: cancels pick among the latest, armed or ended.
+    order: Vec<(u64, u64)>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // The storm on a port.
 
 struct Storm {
     port: Port,
     seed: u64,
     recs: RwLock<Vec<Arc<Mutex<Rec>>>>,
-    /// Shutdown was called (set just before the call).
+    /// Shutdown was called (set just before the call), and returned.
     shut: AtomicBool,
+    shut_done: AtomicBool,
+    /// A taker was told `PortClosed`: a wait that begins after this must be told it too.
+    closed_seen: AtomicBool,
     /// Operators stop.
     stop: AtomicBool,
     /// Bumped when a Close completion is recorded; a taker reads it before it waits. A taker
@@ -297,6 +429,12 @@ struct Storm {
     posts: Mutex<HashMap<u64, i64>>,
     next_post: AtomicU64,
     driver_counts: Arc<DriverCounts>,
+    timers: Mutex<TimerBook>,
+    /// `STORM_SIGNAL`s raised (counted before each `kill`), `Ok` signal completions taken,
+    /// signals streams made.
+    raises: AtomicU64,
+    signals_taken: AtomicU64,
+    signal_streams: AtomicUsize,
     /// Where `Port::connect` goes: a std listener (accepted by operators), a closed port, a
     /// Unix path with nothing behind it.
     connect_to: SocketAddr,
@@ -326,20 +464,29 @@ impl Storm {
         recs.get(token as usize).cloned()
     }
 
-    /// Assigns a stream made by `make` (given its token) and records it. `connecting`: it
-    /// comes from `Port::connect`, so a Connect is outstanding on it from the start.
-    fn add(&self, kind: Kind, connecting: bool, make: impl FnOnce(u64) -> cport::Result<(Isb, PeerEnd)>) {
+    /// Assigns a stream made by `make` (given its token) and records it. `first`: the I/O the
+    /// call started itself (a Connect from `Port::connect`, the first read of
+    /// `Port::signals`), outstanding from the start.
+    fn add(&self, kind: Kind, first: Option<Op>, make: impl FnOnce(u64) -> cport::Result<(Isb, PeerEnd)>) {
         // Ids are indices into `recs`: assign under the table's lock, so a completion never
         // names a stream whose record is not there yet.
         let mut recs = self.recs.write().unwrap();
         let id = recs.len() as u64;
+        let raises_before = self.raises.load(SeqCst);
         match make(id) {
             Ok((isb, peer)) => {
                 let mut rec = Rec::new(id, kind, isb, peer);
-                if connecting {
-                    rec.next_seq = 1;
-                    rec.outstanding.push(Outstanding { seq: 0, op: Op::Connect, key: 0, bufs: 0, len: 0 });
+                rec.raises_before = raises_before;
+                if first == Some(Op::Signal) {
+                    rec.signal_reads = 1;
                     self.started.fetch_add(1, SeqCst);
+                } else if let Some(op) = first {
+                    rec.next_seq = 1;
+                    rec.outstanding.push(Outstanding { seq: 0, op, key: 0, bufs: 0, len: 0 });
+                    self.started.fetch_add(1, SeqCst);
+                }
+                if kind == Kind::Signals {
+                    self.signal_streams.fetch_add(1, SeqCst);
                 }
                 recs.push(Arc::new(Mutex::new(rec)));
             }
@@ -359,33 +506,37 @@ impl Storm {
 
     fn new_stream(&self, rng: &mut Rng) {
         let port = &self.port;
+        if rng.below(32) == 0 {
+            return self
+                .add(Kind::Signals, Some(Op::Signal), |id| Ok((port.signals(&[STORM_SIGNAL], id)?, PeerEnd::None)));
+        }
         match rng.below(9) {
-            0 | 1 => self.add(Kind::Tcp, false, |id| {
+            0 | 1 => self.add(Kind::Tcp, None, |id| {
                 let (a, b) = util::tcp_pair();
                 b.set_nonblocking(true).unwrap();
                 Ok((port.assign(driver::TcpStream::new(a), id)?, PeerEnd::Tcp(b)))
             }),
-            2 => self.add(Kind::Unix, false, |id| {
+            2 => self.add(Kind::Unix, None, |id| {
                 let (a, b) = util::pair();
                 b.set_nonblocking(true).unwrap();
                 Ok((port.assign(driver::UnixStream::new(a), id)?, PeerEnd::Unix(b)))
             }),
-            3 | 4 => self.add(Kind::User, false, |id| {
+            3 | 4 => self.add(Kind::User, None, |id| {
                 let (a, b) = util::pair();
                 b.set_nonblocking(true).unwrap();
                 Ok((port.assign(UserDriver::new(a, &self.driver_counts), id)?, PeerEnd::Unix(b)))
             }),
-            5 => self.add(Kind::PipeIn, false, |id| {
+            5 => self.add(Kind::PipeIn, None, |id| {
                 let (r, w) = util::pipe();
                 cport_testkit::set_nonblocking(w.as_raw_fd()).unwrap();
                 Ok((port.assign(driver::Fd::new(r), id)?, PeerEnd::Pipe(File::from(w))))
             }),
-            6 => self.add(Kind::PipeOut, false, |id| {
+            6 => self.add(Kind::PipeOut, None, |id| {
                 let (r, w) = util::pipe();
                 cport_testkit::set_nonblocking(r.as_raw_fd()).unwrap();
                 Ok((port.assign(driver::Fd::new(w), id)?, PeerEnd::Pipe(File::from(r))))
             }),
-            7 => self.add(Kind::Udp, false, |id| {
+            7 => self.add(Kind::Udp, None, |id| {
                 let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
                 let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
                 peer.connect(ours.local_addr().unwrap()).unwrap();
@@ -394,14 +545,14 @@ impl Storm {
             }),
             _ => {
                 if rng.below(2) == 0 {
-                    self.add(Kind::TcpListener, false, |id| {
+                    self.add(Kind::TcpListener, None, |id| {
                         let l = TcpListener::bind("127.0.0.1:0").unwrap();
                         Ok((port.assign(driver::TcpListener::new(l), id)?, PeerEnd::None))
                     })
                 } else {
                     let path = util::socket_path("storm");
                     self.listener_paths.lock().unwrap().push(path.clone());
-                    self.add(Kind::UnixListener, false, |id| {
+                    self.add(Kind::UnixListener, None, |id| {
                         let l = UnixListener::bind(&path).unwrap();
                         Ok((port.assign(driver::UnixListener::new(l), id)?, PeerEnd::None))
                     })
@@ -413,7 +564,7 @@ impl Storm {
     fn connect(&self, rng: &mut Rng) {
         let port = &self.port;
         let to = rng.below(4);
-        self.add(Kind::Loose, true, |id| match to {
+        self.add(Kind::Loose, Some(Op::Connect), |id| match to {
             0 | 1 => port.connect(self.connect_to, id).map(|i| (i, PeerEnd::None)),
             2 => port.connect(self.refused, id).map(|i| (i, PeerEnd::None)),
             _ => port.connect_unix(&self.missing_path, id).map(|i| (i, PeerEnd::None)),
@@ -428,6 +579,15 @@ impl Storm {
 
     /// One random action of an operator.
     fn act(&self, rng: &mut Rng) {
+        // Timers and raised signals come on top of the other actions (cheap calls), whose mix
+        // stays as it was: taking their share from the streams' actions made the storm catch
+        // the planted `close_not_deferred` less often.
+        match rng.below(100) {
+            0..=3 => self.arm_timer(rng),
+            4..=5 => self.cancel_timer(rng),
+            6 => self.raise(),
+            _ => {}
+        }
         let live = self.live();
         if live.len() < POOL && rng.below(4) == 0 {
             return self.new_stream(rng);
@@ -445,6 +605,7 @@ impl Storm {
             return;
         }
         match rng.below(100) {
+            0..=44 if r.kind == Kind::Signals && rng.below(4) != 0 => self.raise(),
             0..=44 => {
                 let ops = r.kind.ops();
                 let op = ops[rng.below(ops.len() as u64) as usize];
@@ -452,7 +613,7 @@ impl Storm {
             }
             45..=69 => self.peer_act(&mut r, rng),
             70..=76 => match self.port.cancel(&r.isb) {
-                Ok(_) => {}
+                Ok(n) => r.cancelled |= n > 0,
                 Err(e) => self.fail(format!("cancel on stream {}: {e}", r.id)),
             },
             77..=84 => {
@@ -461,7 +622,7 @@ impl Storm {
                     n => Some(Duration::from_micros(rng.below(500 * n))),
                 };
                 match self.port.set_timeout(&r.isb, after) {
-                    Ok(()) => {}
+                    Ok(()) => r.deadline_set |= after.is_some(),
                     Err(e) if e.kind() == ErrorKind::PortClosed && self.shut.load(SeqCst) => {}
                     Err(e) => self.fail(format!("set_timeout on stream {}: {e}", r.id)),
                 }
@@ -493,6 +654,88 @@ impl Storm {
                 }
             }
             _ => self.peer_act(&mut r, rng),
+        }
+    }
+
+    /// Raises `STORM_SIGNAL` for the process: some signalfd of the port reads it, once it has a
+    /// read pending (every thread blocks it), unless it merges with one already pending.
+    fn raise(&self) {
+        self.raises.fetch_add(1, SeqCst);
+        // SAFETY: kill with this process's id and a valid signal number; its default action is
+        // to be ignored, and every thread blocks it (`block_storm_signal`).
+        if unsafe { libc::kill(libc::getpid(), STORM_SIGNAL) } != 0 {
+            self.fail(format!("raising signal {STORM_SIGNAL}: {}", io::Error::last_os_error()));
+        }
+    }
+
+    /// Arms a timer with a random token, value and delay (0 to 20 ms; now and then with
+    /// `timer_at`, an instant in the past among them).
+    fn arm_timer(&self, rng: &mut Rng) {
+        let key = (rng.next(), rng.next());
+        let after = if rng.below(10) == 0 { Duration::ZERO } else { Duration::from_micros(rng.below(20_001)) };
+        let style = rng.below(8);
+        let now = Instant::now();
+        let at = match style {
+            0 => now.checked_sub(Duration::from_millis(1)).unwrap_or(now),
+            _ => now + after,
+        };
+        {
+            // In the book before the call: a timer may fire, and be taken, before it returns.
+            let mut book = self.timers.lock().unwrap();
+            if book.made.contains_key(&key) {
+                return;
+            }
+            book.made.insert(key, TimerRec { handle: None, not_before: at, cancelled: 0, taken: Vec::new() });
+            book.order.push(key);
+        }
+        let shut_done = self.shut_done.load(SeqCst);
+        let made = if style < 2 { self.port.timer_at(key.0, key.1, at) } else { self.port.timer(key.0, key.1, after) };
+        let mut book = self.timers.lock().unwrap();
+        match made {
+            Ok(t) => {
+                if shut_done {
+                    self.fail(format!("timer {:#x}/{:#x} armed after shutdown returned", key.0, key.1));
+                }
+                book.made.get_mut(&key).expect("in the book").handle = Some(t);
+            }
+            Err(e) => {
+                let rec = book.made.remove(&key).expect("in the book");
+                if !rec.taken.is_empty() {
+                    self.fail(format!("timer {:#x}/{:#x}: refused ({e}), and completed", key.0, key.1));
+                }
+                if !(e.kind() == ErrorKind::PortClosed && self.shut.load(SeqCst)) {
+                    self.fail(format!("timer refused without a reason: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Cancels one of the latest timers made (armed, or already ended).
+    fn cancel_timer(&self, rng: &mut Rng) {
+        let (key, handle, taken_before) = {
+            let book = self.timers.lock().unwrap();
+            let n = book.order.len() as u64;
+            if n == 0 {
+                return;
+            }
+            let key = book.order[(n - 1 - rng.below(n.min(32))) as usize];
+            let Some(TimerRec { handle: Some(handle), taken, .. }) = book.made.get(&key) else { return };
+            (key, *handle, !taken.is_empty())
+        };
+        let shut_done = self.shut_done.load(SeqCst);
+        match self.port.cancel_timer(&handle) {
+            Ok(true) => {
+                let who = format!("timer {:#x}/{:#x}", key.0, key.1);
+                if taken_before {
+                    self.fail(format!("{who}: cancel_timer said it ended it after its completion was taken"));
+                }
+                if shut_done {
+                    self.fail(format!("{who}: cancel_timer said it ended it after shutdown returned"));
+                }
+                self.timers.lock().unwrap().made.get_mut(&key).expect("in the book").cancelled += 1;
+            }
+            Ok(false) => {}
+            Err(e) => self.fail(format!("cancel_timer: {e}")),
         }
     }
 
@@ -608,6 +851,9 @@ impl Storm {
         };
         match result {
             Ok(done) => {
+                if r.kind == Kind::Signals {
+                    self.fail(format!("stream {}: {op:?} started on a signals stream", r.id));
+                }
                 r.next_seq += 1;
                 r.outstanding.push(Outstanding { seq, op, key, bufs, len });
                 self.started.fetch_add(1, SeqCst);
@@ -620,6 +866,8 @@ impl Storm {
                     ErrorKind::Busy => r.outstanding_on(op),
                     ErrorKind::NotAssigned => r.released.is_some(),
                     ErrorKind::PortClosed => self.shut.load(SeqCst),
+                    // The driver of a signals stream supports no request.
+                    ErrorKind::InvalidInput => r.kind == Kind::Signals,
                     _ => false,
                 };
                 if !ok {
@@ -647,6 +895,9 @@ impl Storm {
 
     /// The peer writes, reads, ends or resets.
     fn peer_act(&self, r: &mut Rec, rng: &mut Rng) {
+        if r.kind == Kind::Signals {
+            return self.raise();
+        }
         if r.peer_gone {
             return;
         }
@@ -731,6 +982,9 @@ impl Storm {
             }
         }
         let op = c.op();
+        if op == Op::Signal {
+            return self.record_signal(r, c, before);
+        }
         let key = match op {
             Op::ReadVectored | Op::WriteVectored => 0,
             _ => c.buffer().map_or(0, |b| b.as_ptr() as usize),
@@ -805,11 +1059,87 @@ impl Storm {
         }
     }
 
+    /// Checks and records a completion of a signals stream's series.
+    fn record_signal(&self, r: &mut Rec, c: Completion, before: u64) {
+        let id = r.id;
+        if r.kind != Kind::Signals {
+            return self.fail(format!("stream {id} ({:?}): a signal completion: {c:?}", r.kind));
+        }
+        if let Some(e) = r.series_end {
+            if e < before {
+                self.fail(format!("stream {id}: {c:?} taken after the signal series' end was taken"));
+            }
+        }
+        r.signal_reads -= 1;
+        match c.status() {
+            Status::Ok => {
+                r.signals += 1;
+                let taken = self.signals_taken.fetch_add(1, SeqCst) + 1;
+                let raised = self.raises.load(SeqCst);
+                if c.value() != STORM_SIGNAL as u64 {
+                    self.fail(format!("stream {id}: a signal completion of signal {}: {c:?}", c.value()));
+                }
+                if taken > raised {
+                    self.fail(format!("{taken} signal completions taken, {raised} signals raised"));
+                }
+                // One may have been pending when the stream was made, and every raise since
+                // adds at most one (a signal raised while one is pending merges with it).
+                if r.signals > raised - r.raises_before + 1 {
+                    self.fail(format!(
+                        "stream {id}: {} signal completions, {} signals raised since it was made",
+                        r.signals,
+                        raised - r.raises_before
+                    ));
+                }
+                // Taking it started the next read, unless the stream was released or the port
+                // shut down first: released under this lock, shut (flagged before shutdown)
+                // after this completion was taken, it is started only if the take came first.
+                if r.released.is_none() && !self.shut.load(SeqCst) {
+                    r.signal_reads += 1;
+                    self.started.fetch_add(1, SeqCst);
+                } else {
+                    r.signal_reads_unsure += 1;
+                }
+            }
+            status => {
+                let why = match status {
+                    Status::Cancelled => r.cancelled || r.released.is_some() || self.shut.load(SeqCst),
+                    Status::TimedOut => r.deadline_set,
+                    _ => false,
+                };
+                if !why {
+                    self.fail(format!("stream {id}: a signal series ended for no visible reason: {c:?}"));
+                }
+                if r.series_end.is_some() {
+                    self.fail(format!("stream {id}: a signal series ended twice: {c:?}"));
+                }
+                r.series_end = Some(self.epoch.fetch_add(1, SeqCst));
+            }
+        }
+    }
+
+    /// Records a timer's completion.
+    fn take_timer(&self, c: Completion) {
+        let shut = self.shut.load(SeqCst);
+        let now = Instant::now();
+        if c.isb().is_some() {
+            self.fail(format!("a timer completion with an ISB: {c:?}"));
+        }
+        let mut book = self.timers.lock().unwrap();
+        match book.made.get_mut(&(c.token(), c.value())) {
+            Some(t) => t.taken.push((c.status(), shut, now)),
+            None => self.fail(format!("a timer completion of no timer made (or with another's value): {c:?}")),
+        }
+    }
+
     fn take(&self, mut c: Completion, before: u64) {
         if c.op() == Op::Post {
             let mut posts = self.posts.lock().unwrap();
             *posts.entry(c.value()).or_default() -= 1;
             return;
+        }
+        if c.op() == Op::Timer {
+            return self.take_timer(c);
         }
         let Some(rec) = self.rec(c.token()) else {
             return self.fail(format!("a completion of an unknown stream: {c:?}"));
@@ -820,7 +1150,7 @@ impl Storm {
         self.record(&mut r, c, before);
         drop(r);
         if let Some(d) = accepted {
-            self.add(Kind::Loose, false, |id| Ok((self.port.assign(d, id)?, PeerEnd::None)));
+            self.add(Kind::Loose, None, |id| Ok((self.port.assign(d, id)?, PeerEnd::None)));
         }
     }
 
@@ -828,6 +1158,7 @@ impl Storm {
         let mut batch = Vec::new();
         loop {
             let before = self.epoch.load(SeqCst);
+            let closed_before = self.closed_seen.load(SeqCst);
             let r = if rng.below(4) == 0 {
                 self.port
                     .next_completions(&mut batch, 1 + rng.below(8) as usize, Some(Duration::from_millis(20)))
@@ -835,10 +1166,21 @@ impl Storm {
             } else {
                 self.port.next_completion(Some(Duration::from_millis(20)))
             };
+            if closed_before {
+                if let Ok(Some(c)) = &r {
+                    self.fail(format!("{c:?} taken after another thread was told PortClosed"));
+                }
+                for c in &batch {
+                    self.fail(format!("{c:?} taken after another thread was told PortClosed"));
+                }
+            }
             match r {
                 Ok(Some(c)) => self.take(c, before),
                 Ok(None) => {}
-                Err(e) if e.kind() == ErrorKind::PortClosed => return,
+                Err(e) if e.kind() == ErrorKind::PortClosed => {
+                    self.closed_seen.store(true, SeqCst);
+                    return;
+                }
                 Err(e) => return self.fail(format!("next_completion: {e}")),
             }
             for c in batch.drain(..) {
@@ -923,6 +1265,12 @@ fn storm_on(threads: usize, cfg: &Config, salt: u64) {
     let fds_before = open_fds();
     let threads_before = threads_named("cport-");
 
+    // Every thread blocks the signals streams' signal (see `block_storm_signal`), and none of
+    // a storm before is left pending.
+    let open = threads_taking_storm_signal();
+    assert!(open.is_empty(), "threads that do not block signal {STORM_SIGNAL}: {open:?}");
+    drain_storm_signal();
+
     let connect_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     connect_listener.set_nonblocking(true).unwrap();
     let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -931,11 +1279,17 @@ fn storm_on(threads: usize, cfg: &Config, salt: u64) {
         seed,
         recs: RwLock::new(Vec::new()),
         shut: AtomicBool::new(false),
+        shut_done: AtomicBool::new(false),
+        closed_seen: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         epoch: AtomicU64::new(0),
         posts: Mutex::new(HashMap::new()),
         next_post: AtomicU64::new(0),
         driver_counts: Arc::new(DriverCounts::default()),
+        timers: Mutex::new(TimerBook::default()),
+        raises: AtomicU64::new(0),
+        signals_taken: AtomicU64::new(0),
+        signal_streams: AtomicUsize::new(0),
         connect_to: connect_listener.local_addr().unwrap(),
         connect_listener,
         refused,
@@ -971,6 +1325,7 @@ fn storm_on(threads: usize, cfg: &Config, salt: u64) {
     std::thread::sleep(cfg.run);
     storm.shut.store(true, SeqCst);
     storm.port.shutdown();
+    storm.shut_done.store(true, SeqCst);
     for t in takers {
         t.join().expect("a taker panicked");
     }
@@ -983,14 +1338,43 @@ fn storm_on(threads: usize, cfg: &Config, salt: u64) {
         Err(e) if e.kind() == ErrorKind::PortClosed => {}
         other => s.fail(format!("after PortClosed, try_next_completion gave {other:?}")),
     }
-    check_ledger(s);
+    // After shutdown nothing that would complete is made, and no timer is left to cancel.
+    match s.port.timer(1, 2, Duration::ZERO) {
+        Err(e) if e.kind() == ErrorKind::PortClosed => {}
+        other => s.fail(format!("after shutdown, timer gave {other:?}")),
+    }
+    match s.port.timer_at(1, 2, Instant::now()) {
+        Err(e) if e.kind() == ErrorKind::PortClosed => {}
+        other => s.fail(format!("after shutdown, timer_at gave {other:?}")),
+    }
+    let last_timer = s.timers.lock().unwrap().made.values().find_map(|t| t.handle);
+    if let Some(t) = last_timer {
+        match s.port.cancel_timer(&t) {
+            Ok(false) => {}
+            other => s.fail(format!("after shutdown, cancel_timer gave {other:?}")),
+        }
+    }
+    match s.port.signals(&[STORM_SIGNAL], u64::MAX - 1) {
+        Err(e) if e.kind() == ErrorKind::PortClosed => {}
+        other => s.fail(format!("after shutdown, signals gave {other:?}")),
+    }
+    let unended = check_ledger(s);
+    let timers = check_timers(s);
     let started = s.started.load(SeqCst);
     let recs = s.recs.read().unwrap().len();
+    let (raised, delivered) = (s.raises.load(SeqCst), s.signals_taken.load(SeqCst));
+    let signal_streams = s.signal_streams.load(SeqCst);
     println!(
-        "storm on threads({threads}): {acts} actions, {started} I/Os started, {} completions, {recs} streams",
+        "storm on threads({threads}): {acts} actions, {started} I/Os started, {} completions, {recs} streams; \
+         {timers}; signals: {signal_streams} streams, {raised} raised, {delivered} taken, {unended} series \
+         ended with no Cancelled (an Ok taken as the stream was released)",
         s.completed.load(SeqCst)
     );
     assert!(started > 200 && recs > POOL, "seed {replay}: the storm did too little ({started} I/Os, {recs} streams)");
+    // Deliveries are reliable here (every thread blocks the signal): some must have come.
+    if raised >= 20 && signal_streams >= 3 && delivered == 0 {
+        s.fail(format!("{raised} signals raised with {signal_streams} signals streams made, and none delivered"));
+    }
 
     let counts = s.driver_counts.clone();
     let paths = std::mem::take(&mut *s.listener_paths.lock().unwrap());
@@ -1015,9 +1399,46 @@ fn storm_on(threads: usize, cfg: &Config, salt: u64) {
     assert_eq!(open_fds(), fds_before, "seed {replay}: fds leaked: {:?}", util::fd_list());
 }
 
+/// After the storm: every timer made had exactly one completion, and the right one. Returns a
+/// summary.
+fn check_timers(s: &Storm) -> String {
+    let book = s.timers.lock().unwrap();
+    let (mut fired, mut cancelled, mut by_cancel) = (0, 0, 0);
+    for (key, t) in &book.made {
+        let who = format!("timer {:#x}/{:#x}", key.0, key.1);
+        if t.cancelled > 1 {
+            s.fail(format!("{who}: cancel_timer said it ended it {} times", t.cancelled));
+        }
+        by_cancel += usize::from(t.cancelled > 0);
+        match t.taken.as_slice() {
+            [] => s.fail(format!("{who}: a timer made and no completion before PortClosed")),
+            [(Status::Ok, _, at)] => {
+                fired += 1;
+                if t.cancelled > 0 {
+                    s.fail(format!("{who}: completed Ok after cancel_timer said it ended it"));
+                }
+                if *at < t.not_before {
+                    s.fail(format!("{who}: fired {:?} early", t.not_before - *at));
+                }
+            }
+            [(Status::Cancelled, shut, _)] => {
+                cancelled += 1;
+                if t.cancelled == 0 && !shut {
+                    s.fail(format!("{who}: Cancelled with no cancel_timer that ended it, before shutdown"));
+                }
+            }
+            [(status, ..)] => s.fail(format!("{who}: completed {status:?}")),
+            more => s.fail(format!("{who}: {} completions: {more:?}", more.len())),
+        }
+    }
+    format!("{} timers: {fired} fired, {cancelled} cancelled ({by_cancel} by cancel_timer)", book.made.len())
+}
+
 /// After the storm: every started I/O had its completion, every post was delivered once, and
-/// the bytes add up.
-fn check_ledger(s: &Storm) {
+/// the bytes add up. Returns how many signal series ended with no `Cancelled` (see
+/// `Rec::signal_reads_unsure`).
+fn check_ledger(s: &Storm) -> usize {
+    let mut unended = 0;
     for (v, n) in s.posts.lock().unwrap().iter() {
         if *n != 0 {
             s.fail(format!("post {v}: delivered {} times", 1 - n));
@@ -1030,6 +1451,22 @@ fn check_ledger(s: &Storm) {
             s.fail(format!("stream {} ({:?}): {o:?} started and no completion before PortClosed", r.id, r.kind));
         }
         let id = r.id;
+        if r.signal_reads > 0 {
+            s.fail(format!(
+                "stream {id} (Signals): {} signal reads started and no completion before PortClosed",
+                r.signal_reads
+            ));
+        } else if r.signal_reads < -r.signal_reads_unsure {
+            s.fail(format!(
+                "stream {id} (Signals): {} signal completions more than reads started ({} maybe started)",
+                -r.signal_reads, r.signal_reads_unsure
+            ));
+        }
+        if r.kind == Kind::Signals {
+            // The unsure reads that did start: counted as started once they are known.
+            s.started.fetch_add((-r.signal_reads).max(0) as usize, SeqCst);
+            unended += usize::from(r.series_end.is_none());
+        }
         match r.kind {
             Kind::Tcp | Kind::Unix | Kind::User | Kind::PipeIn | Kind::PipeOut => {
                 let got: Vec<u8> = r.read_log.values().flatten().copied().collect();
@@ -1085,6 +1522,7 @@ fn check_ledger(s: &Storm) {
             _ => {}
         }
     }
+    unended
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub(crate) struct UserTimers {
 /// timer has ended (fired or cancelled) its handle names nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Timer {
+    /// The port's serial number.
     port: usize,
     token: Token,
 }
@@ -126,6 +127,11 @@ impl Shared {
         }
         let mut c = Completion::new(timer.token, None, Op::Timer, status);
         c.value = timer.value;
+        #[cfg(cport_plant)]
+        if status == Status::Cancelled && crate::sync::planted("lost_timer_cancel") {
+            // Planted bug (for the storm): a cancelled timer's completion vanishes.
+            return true;
+        }
         self.deliver(c, how);
         true
     }
