@@ -450,28 +450,31 @@ impl Port {
             return Err((Error::closed(), Some(driver)));
         }
         let mut stream = None;
-        let t = self.shared.streams.insert_with(|t| {
+        self.shared.streams.insert_with(|t| {
             let s = Arc::new(Stream::new(key, t, self.shared.label(token), driver));
             stream = Some(s.clone());
             s
         });
         let stream = stream.expect("just inserted");
-        if self.shared.state.load(Ordering::SeqCst) != OPEN {
-            self.shared.streams.remove(t);
-            let mut driver = stream.lock().driver.take();
-            if let Some(d) = driver.as_mut() {
-                d.detach();
-            }
-            return Err((Error::closed(), driver));
-        }
-        if let Err(e) = self.shared.selector.register(fd, stream.token.to_u64()) {
+        // A stream refused after its insert: out of the table again, its driver handed back.
+        let undo = |registered: bool| {
             let mut inner = stream.lock();
+            if registered {
+                let _ = self.shared.selector.deregister(fd);
+            }
             let mut driver = inner.driver.take();
             if let Some(d) = driver.as_mut() {
                 d.detach();
             }
             drop(inner);
             self.shared.streams.remove(stream.token);
+            driver
+        };
+        if self.shared.state.load(Ordering::SeqCst) != OPEN {
+            return Err((Error::closed(), undo(false)));
+        }
+        if let Err(e) = self.shared.selector.register(fd, stream.token.to_u64()) {
+            let driver = undo(false);
             let why = match e.raw_os_error() {
                 Some(libc::EEXIST) => "the fd is already assigned to this port".to_string(),
                 Some(libc::EPERM) => "epoll cannot watch this kind of fd (a regular file or directory?)".to_string(),
@@ -487,14 +490,7 @@ impl Port {
         // already. No I/O can have started: nobody has the ISB yet.
         let nonblocking = stream.lock().driver.as_ref().map(|d| socket::set_nonblocking(d.fd()));
         if let Some(Err(e)) = nonblocking {
-            let mut inner = stream.lock();
-            let _ = self.shared.selector.deregister(fd);
-            let mut driver = inner.driver.take();
-            if let Some(d) = driver.as_mut() {
-                d.detach();
-            }
-            drop(inner);
-            self.shared.streams.remove(stream.token);
+            let driver = undo(true);
             let label = self.shared.label(token);
             let e = Error::from_io(&e, format!("assign {name} (stream {label}): making the fd nonblocking"));
             return Err((e, driver));
@@ -676,9 +672,7 @@ impl Port {
             None => {
                 if let (Some(after), Some(p)) = (timeout, inner.pending[Side::Write as usize].as_mut()) {
                     // In progress: its own timeout starts now (as `start` does for a request's).
-                    let at = Instant::now()
-                        .checked_add(after)
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
+                    let at = after_now(after);
                     p.timer = Some(self.shared.arm_timer(at, stream.token, TimerKind::Request(Side::Write)));
                 }
                 self.shared.rearm(stream, &mut inner, how)
@@ -774,9 +768,7 @@ impl Port {
         }
         if let (Some(after), Some(p)) = (timeout, inner.pending[side as usize].as_mut()) {
             // Still pending: its own timeout starts now.
-            let at = Instant::now()
-                .checked_add(after)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
+            let at = after_now(after);
             p.timer = Some(self.shared.arm_timer(at, stream.token, TimerKind::Request(side)));
         }
         self.shared.rearm(stream, &mut inner, how);
@@ -1152,9 +1144,7 @@ impl Port {
             self.shared.disarm_timer(id);
         }
         if let Some(after) = after {
-            let deadline = Instant::now()
-                .checked_add(after)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
+            let deadline = after_now(after);
             inner.deadline = Some(self.shared.arm_timer(deadline, stream.token, TimerKind::Deadline));
         }
         Ok(())
@@ -1426,10 +1416,7 @@ impl Port {
     /// # Errors
     /// `PortClosed` after shutdown (no timer is made).
     pub fn timer(&self, token: u64, value: u64, after: Duration) -> Result<Timer> {
-        let now = Instant::now();
-        // A deadline past any `Instant` (about 136 years away on this clock) is as good as never.
-        let at = now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()));
-        self.timer_at(token, value, at)
+        self.timer_at(token, value, after_now(after))
     }
 
     /// [`Port::timer`] that fires at `at` (at once if it has passed).
@@ -1706,6 +1693,13 @@ impl Port {
     pub fn is_shut_down(&self) -> bool {
         self.shared.state.load(Ordering::SeqCst) != OPEN
     }
+}
+
+/// The instant `after` from now; a duration past any `Instant` gives one about 136 years away,
+/// as good as never.
+fn after_now(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()))
 }
 
 /// The first address `addr` resolves to (a host name through the system's resolver, which may
